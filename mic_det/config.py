@@ -1,0 +1,88 @@
+"""Config keys that mic_det adds to detectron2's defaults.
+
+Defaults are the reference values of MIC on SADA for Cityscapes -> Foggy Cityscapes
+(see ../shared/docs/METHOD.md), so the shipped YAML files only state what differs.
+"""
+from detectron2.config import CfgNode as CN
+
+
+def add_mic_config(cfg):
+    """Add every mic_det key to a detectron2 config (in place) and return it."""
+    _C = cfg
+
+    # ---- Data -----------------------------------------------------------------------
+    # Unlabelled target-domain datasets. Their annotations, if any, are dropped before
+    # the loader is built: they never reach a loss, a sampler filter or a proposal list.
+    _C.DATASETS.TRAIN_TARGET = ()
+    # Target images per step, summed over all processes (like SOLVER.IMS_PER_BATCH,
+    # which counts the labelled source images).
+    _C.SOLVER.IMS_PER_BATCH_TARGET = 1
+
+    # ---- SADA: scale-aware adversarial alignment ---------------------------------------
+    _C.MODEL.SADA = CN()
+    # Off: the model is exactly a stock Faster R-CNN (same losses, same state-dict keys).
+    _C.MODEL.SADA.ENABLED = False
+    # Image level: one conv discriminator per feature map named here.
+    _C.MODEL.SADA.IMG_IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]
+    _C.MODEL.SADA.IMG_HIDDEN_DIM = 512
+    # Gradient reversal weight in front of the image-level discriminators.
+    _C.MODEL.SADA.IMG_GRL_WEIGHT = 0.025
+    _C.MODEL.SADA.IMG_LOSS_WEIGHT = 1.0
+    # Instance level: one MLP per ROI pooling level, on box-head features of randomly
+    # drawn RPN proposals.
+    _C.MODEL.SADA.INS_HIDDEN_DIM = 1024
+    _C.MODEL.SADA.INS_DROPOUT = 0.5
+    _C.MODEL.SADA.INS_GRL_WEIGHT = 0.1
+    _C.MODEL.SADA.INS_LOSS_WEIGHT = 1.0
+    _C.MODEL.SADA.INS_PROPOSALS_PER_IMAGE = 256
+    # Consistency between the image-level probability pooled over a proposal and that
+    # proposal's instance-level probability. Its gradient into the detector is scaled
+    # (not reversed) by CST_GRAD_SCALE x the GRL weight of each branch.
+    _C.MODEL.SADA.CST_LOSS_WEIGHT = 1.0
+    _C.MODEL.SADA.CST_GRAD_SCALE = 0.1
+
+    # ---- MIC: masked image consistency -------------------------------------------------
+    _C.MIC = CN()
+    _C.MIC.ENABLED = False
+    # Side of a square mask block, in input pixels (after resizing).
+    _C.MIC.MASK_BLOCK_SIZE = 32
+    # A block is kept where v > MASK_RATIO, v ~ U(0, 1): the expected masked fraction.
+    _C.MIC.MASK_RATIO = 0.5
+    _C.MIC.LOSS_WEIGHT = 1.0
+    # Teacher boxes with score >= this become pseudo-labels (delta in the paper).
+    _C.MIC.PSEUDO_LABEL_THRESHOLD = 0.8
+    # Per-class NMS IoU applied to the surviving boxes (1.0 turns it off).
+    _C.MIC.PSEUDO_LABEL_NMS_THRESH = 0.5
+    # How each sample of the MIC loss is weighted:
+    #   "teacher": by the confidence of the pseudo-box it is matched to (the paper);
+    #              background samples weigh 1.
+    #   "student": by the student's own confidence (the reference code's behaviour).
+    #   "none":    all samples weigh 1.
+    _C.MIC.QUALITY_WEIGHT = "teacher"
+    # Box-regression losses on pseudo-labels (off in the reference, following SADA).
+    _C.MIC.BOX_REGRESSION = False
+    # Also mask the labelled source images (helps small domain gaps, hurts large ones).
+    _C.MIC.MASK_SOURCE = False
+    # Photometric augmentation of the masked target image, drawn per image.
+    _C.MIC.COLOR_JITTER_PROB = 0.0
+    _C.MIC.COLOR_JITTER_STRENGTH = 0.2  # max relative change of brightness and contrast
+    _C.MIC.BLUR_PROB = 0.0
+    _C.MIC.BLUR_SIGMA = (0.1, 2.0)  # Gaussian blur sigma range, in pixels
+
+    # ---- Teacher ----------------------------------------------------------------------
+    _C.TEACHER = CN()
+    # teacher = alpha * teacher + (1 - alpha) * student, after every optimizer step.
+    _C.TEACHER.EMA_ALPHA = 0.9
+    # Update the teacher every this many iterations.
+    _C.TEACHER.UPDATE_PERIOD = 1
+    # Iterations without MIC at the start; when they end the teacher is re-initialised
+    # from the student. 0 = MIC from the first iteration (the reference).
+    _C.TEACHER.BURN_IN_ITERS = 0
+
+    # ---- Evaluation -------------------------------------------------------------------
+    # Which model(s) to evaluate: "student", "teacher" or "both".
+    _C.TEST.EVAL_MODEL = "student"
+    # Keep OUTPUT_DIR/model_best.pth by this metric of the first test set (teacher when
+    # it is evaluated, else student). Empty string: no best checkpoint.
+    _C.TEST.BEST_CHECKPOINT_METRIC = "bbox/AP50"
+    return cfg

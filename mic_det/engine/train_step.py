@@ -1,0 +1,108 @@
+"""One training iteration of domain-adaptive detection.
+
+source + target batch -> (teacher pseudo-labels on the unmasked target) -> student
+losses on source, both domains (SADA) and the masked target (MIC) -> one backward, one
+optimizer step. The EMA update of the teacher happens in a hook after the step.
+"""
+import time
+from typing import Callable, Optional
+
+import torch
+from detectron2.engine import SimpleTrainer
+from detectron2.utils.events import get_event_storage
+
+from ..modeling.pseudo_labels import pseudo_label_stats, select_pseudo_labels
+from ..modeling.teacher import EMATeacher
+
+
+def check_losses_finite(loss_dict, total: torch.Tensor, iteration: int):
+    """Raise FloatingPointError naming the non-finite loss terms and the iteration."""
+    if torch.isfinite(total).item():
+        return
+    bad = {k: float(v) for k, v in loss_dict.items() if not torch.isfinite(v).all()}
+    raise FloatingPointError(
+        f"Non-finite loss at iteration {iteration}: {bad}. The last checkpoint written before "
+        "this iteration is intact. Lower SOLVER.BASE_LR, lengthen SOLVER.WARMUP_ITERS, or "
+        "enable SOLVER.CLIP_GRADIENTS."
+    )
+
+
+class DomainAdaptiveStep(SimpleTrainer):
+    """``SimpleTrainer`` whose data are ``(source, target)`` pairs (target may be None).
+
+    Args:
+        teacher: the EMA teacher, or None when MIC is off.
+        mic_active: ``mic_active(iteration)`` says whether MIC runs at that iteration
+            (it does not during burn-in).
+        pseudo_label_threshold, pseudo_label_nms: see MIC.PSEUDO_LABEL_* in the config.
+    """
+
+    def __init__(
+        self,
+        model,
+        data_loader,
+        optimizer,
+        *,
+        teacher: Optional[EMATeacher] = None,
+        mic_active: Callable[[int], bool] = lambda it: False,
+        pseudo_label_threshold: float = 0.8,
+        pseudo_label_nms: float = 0.5,
+        amp_dtype: Optional[torch.dtype] = None,
+    ):
+        super().__init__(model, data_loader, optimizer)
+        self.teacher = teacher
+        self.mic_active = mic_active
+        self.pseudo_label_threshold = pseudo_label_threshold
+        self.pseudo_label_nms = pseudo_label_nms
+        self.amp_dtype = amp_dtype
+        use_scaler = amp_dtype == torch.float16
+        self.grad_scaler = torch.amp.GradScaler("cuda", enabled=use_scaler) if use_scaler else None
+
+    def _autocast(self):
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        return torch.autocast(device, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+
+    def run_step(self):
+        assert self.model.training, "[DomainAdaptiveStep] model was changed to eval mode!"
+        start = time.perf_counter()
+        data = next(self._data_loader_iter)
+        source, target = data if isinstance(data, tuple) else (data, None)
+        data_time = time.perf_counter() - start
+
+        pseudo_labels = None
+        with self._autocast():
+            if self.teacher is not None and target is not None and self.mic_active(self.iter):
+                pseudo_labels = select_pseudo_labels(
+                    self.teacher.predict(target), self.pseudo_label_threshold, self.pseudo_label_nms
+                )
+                get_event_storage().put_scalars(**pseudo_label_stats(pseudo_labels))
+            if target is None:
+                loss_dict = self.model(source)
+            else:
+                loss_dict = self.model(source, target, pseudo_labels)
+        losses = sum(loss_dict.values())
+        check_losses_finite(loss_dict, losses, self.iter)
+
+        self.optimizer.zero_grad()
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(losses).backward()
+        else:
+            losses.backward()
+        self.after_backward()
+        self._write_metrics(loss_dict, data_time)
+        if self.grad_scaler is not None:
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            self.optimizer.step()
+
+    def state_dict(self):
+        ret = super().state_dict()
+        if self.grad_scaler is not None:
+            ret["grad_scaler"] = self.grad_scaler.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if self.grad_scaler is not None and "grad_scaler" in state_dict:
+            self.grad_scaler.load_state_dict(state_dict["grad_scaler"])

@@ -1,0 +1,201 @@
+"""DomainAdaptiveTrainer: detectron2's DefaultTrainer with a paired source/target
+loader, an EMA teacher (saved in every checkpoint), SADA and MIC losses, evaluation of
+student and/or teacher, a best checkpoint and results.json."""
+import logging
+import os
+import weakref
+from collections import OrderedDict
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model, hooks
+from detectron2.evaluation import inference_on_dataset, print_csv_format
+from detectron2.utils import comm
+from detectron2.utils.events import get_event_storage
+from detectron2.utils.logger import setup_logger
+from torch.nn.parallel import DistributedDataParallel
+
+from ..data.loaders import PairedDataLoader, build_source_loader, build_target_loader, check_class_lists
+from ..evaluation import DomainAdaptationCOCOEvaluator, format_ap50_table, write_results_json
+from ..modeling.teacher import EMATeacher
+from .hooks import BurnInHook, EMATeacherHook
+from .train_step import DomainAdaptiveStep
+
+logger = logging.getLogger("mic_det")
+
+EVAL_MODELS = ("student", "teacher", "both")
+
+
+def unwrap(model):
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def check_config(cfg):
+    """Catch settings that would otherwise fail deep in a stack trace or train silently
+    wrong."""
+    if cfg.TEST.EVAL_MODEL not in EVAL_MODELS:
+        raise ValueError(f"TEST.EVAL_MODEL must be one of {EVAL_MODELS}, got {cfg.TEST.EVAL_MODEL!r}")
+    if cfg.TEST.EVAL_MODEL != "student" and not cfg.MIC.ENABLED:
+        raise ValueError(f"TEST.EVAL_MODEL={cfg.TEST.EVAL_MODEL!r} needs a teacher, but MIC.ENABLED is False")
+    needs_target = cfg.MODEL.SADA.ENABLED or cfg.MIC.ENABLED
+    if needs_target and not cfg.DATASETS.TRAIN_TARGET:
+        raise ValueError("MODEL.SADA / MIC are enabled but DATASETS.TRAIN_TARGET is empty: name the unlabelled target dataset(s).")
+    if cfg.TEACHER.BURN_IN_ITERS < 0:
+        raise ValueError(f"TEACHER.BURN_IN_ITERS must be >= 0, got {cfg.TEACHER.BURN_IN_ITERS}")
+    check_class_lists(cfg)
+
+
+class DomainAdaptiveTrainer(DefaultTrainer):
+    def __init__(self, cfg):
+        TrainerBase.__init__(self)
+        if not logger.isEnabledFor(logging.INFO):
+            setup_logger(name="mic_det")
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        check_config(cfg)
+
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        # detectron2 passes device_ids=[local rank], which is wrong for CPU processes.
+        ddp_kwargs = {} if model.device.type == "cuda" else {"device_ids": None}
+        model = create_ddp_model(model, broadcast_buffers=False, **ddp_kwargs)
+
+        self.teacher = EMATeacher(unwrap(model)) if cfg.MIC.ENABLED else None
+        burn_in = cfg.TEACHER.BURN_IN_ITERS
+        amp_dtype = None
+        if cfg.SOLVER.AMP.ENABLED:
+            amp_dtype = getattr(torch, cfg.SOLVER.AMP.get("PRECISION", "float16"))
+        self._trainer = DomainAdaptiveStep(
+            model,
+            data_loader,
+            optimizer,
+            teacher=self.teacher,
+            mic_active=lambda it: it >= burn_in,
+            pseudo_label_threshold=cfg.MIC.PSEUDO_LABEL_THRESHOLD,
+            pseudo_label_nms=cfg.MIC.PSEUDO_LABEL_NMS_THRESH,
+            amp_dtype=amp_dtype,
+        )
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        extra = {"teacher": self.teacher} if self.teacher is not None else {}
+        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self), **extra)
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    # ---- building blocks ---------------------------------------------------------------
+    @classmethod
+    def build_train_loader(cls, cfg):
+        source = build_source_loader(cfg)
+        if not cfg.DATASETS.TRAIN_TARGET:
+            return source
+        return PairedDataLoader(source, build_target_loader(cfg))
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return DomainAdaptationCOCOEvaluator(dataset_name, output_dir=output_folder)
+
+    @property
+    def student(self):
+        return unwrap(self.model)
+
+    def models_to_evaluate(self):
+        which = self.cfg.TEST.EVAL_MODEL
+        models = OrderedDict()
+        if which in ("teacher", "both"):
+            models["teacher"] = self.teacher.model
+        if which in ("student", "both"):
+            models["student"] = self.model
+        return models
+
+    @classmethod
+    def evaluate(cls, cfg, models):
+        """Evaluate each of ``models`` ({name: model}) on every DATASETS.TEST.
+
+        Returns results keyed by dataset name, or ``<model name>/<dataset>`` when more
+        than one model is evaluated (the results.json layout)."""
+        results = OrderedDict()
+        for model_name, model in models.items():
+            for dataset_name in cfg.DATASETS.TEST:
+                key = dataset_name if len(models) == 1 else f"{model_name}/{dataset_name}"
+                loader = cls.build_test_loader(cfg, dataset_name)
+                folder = os.path.join(cfg.OUTPUT_DIR, "inference", model_name, dataset_name)
+                evaluator = cls.build_evaluator(cfg, dataset_name, folder)
+                res = inference_on_dataset(model, loader, evaluator)
+                results[key] = res
+                if comm.is_main_process():
+                    logger.info(f"Evaluation of the {model_name} on {dataset_name}:")
+                    print_csv_format(res)
+        if comm.is_main_process() and results:
+            logger.info("Summary (bbox):\n" + format_ap50_table(results))
+        return results
+
+    def build_hooks(self):
+        cfg = self.cfg
+        ret = [hooks.IterationTimer(), hooks.LRScheduler()]
+        if self.teacher is not None:
+            burn_in = cfg.TEACHER.BURN_IN_ITERS
+            ret.append(
+                EMATeacherHook(
+                    self.teacher, lambda: self.student, cfg.TEACHER.EMA_ALPHA, cfg.TEACHER.UPDATE_PERIOD, burn_in
+                )
+            )
+            if burn_in > 0:
+                ret.append(BurnInHook(self.teacher, lambda: self.student, burn_in, self._evaluate_burn_in))
+        if comm.is_main_process():
+            ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
+
+        def test_and_save_results():
+            self._last_eval_results = self.evaluate(cfg, self.models_to_evaluate())
+            return self._last_eval_results
+
+        ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, test_and_save_results))
+        metric = cfg.TEST.BEST_CHECKPOINT_METRIC
+        if metric and cfg.DATASETS.TEST and comm.is_main_process():
+            models = self.models_to_evaluate()
+            prefix = "" if len(models) == 1 else f"{next(iter(models))}/"
+            ret.append(
+                hooks.BestCheckpointer(
+                    cfg.TEST.EVAL_PERIOD, self.checkpointer, f"{prefix}{cfg.DATASETS.TEST[0]}/{metric}", "max"
+                )
+            )
+        if comm.is_main_process():
+            ret.append(hooks.PeriodicWriter(self.build_writers(), period=20))
+        return ret
+
+    def _evaluate_burn_in(self):
+        """Evaluate the student as it is when burn-in ends: the pre-MIC starting point."""
+        if not self.cfg.DATASETS.TEST:
+            return
+        res = self.evaluate(self.cfg, OrderedDict(student=self.model))
+        self._burn_in_results = OrderedDict((f"burn_in/{k.split('/')[-1]}", v) for k, v in res.items())
+        if comm.is_main_process():
+            storage = get_event_storage()
+            for key, v in self._burn_in_results.items():
+                storage.put_scalar(f"{key}/bbox/AP50", v["bbox"]["AP50"], smoothing_hint=False)
+
+    # ---- checkpoints ---------------------------------------------------------------------
+    def resume_or_load(self, resume=True):
+        """Resume student, teacher, optimizer, scheduler and iteration from the last
+        checkpoint in OUTPUT_DIR, or start from MODEL.WEIGHTS (student only; the teacher
+        then starts as a copy of the student)."""
+        if self.teacher is not None:
+            self.teacher.restored = False
+        self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
+        resumed = resume and self.checkpointer.has_checkpoint()
+        if resumed:
+            self.start_iter = self.iter + 1
+        if self.teacher is not None and not (resumed and self.teacher.restored):
+            if resumed:
+                logger.warning("The checkpoint has no teacher: starting the teacher from the student.")
+            self.teacher.copy_from(self.student)
+
+    def train(self):
+        super().train()
+        results = OrderedDict(getattr(self, "_last_eval_results", None) or {})
+        results.update(getattr(self, "_burn_in_results", None) or {})
+        if comm.is_main_process() and results:
+            path = write_results_json(results, self.cfg.OUTPUT_DIR)
+            logger.info(f"Final results written to {path}")
+        return results

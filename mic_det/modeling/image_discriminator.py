@@ -1,0 +1,30 @@
+"""Image-level domain discriminator: one small conv head per feature map."""
+from typing import Dict, List
+
+import torch
+from torch import nn
+
+
+class ImageDomainDiscriminator(nn.Module):
+    """Per-pixel domain logits for each named feature map (1x1 conv, ReLU, 1x1 conv)."""
+
+    def __init__(self, in_features: List[str], in_channels: int, hidden_dim: int = 512):
+        super().__init__()
+        self.in_features = list(in_features)
+        self.heads = nn.ModuleDict()
+        for name in self.in_features:
+            head = nn.Sequential(
+                nn.Conv2d(in_channels, hidden_dim, kernel_size=1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(hidden_dim, 1, kernel_size=1),
+            )
+            for layer in head:
+                if isinstance(layer, nn.Conv2d):
+                    nn.init.normal_(layer.weight, std=0.001)
+                    nn.init.constant_(layer.bias, 0.0)
+            self.heads[name] = head
+
+    def forward(self, features: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Return {name: (N, 1, H, W) logits} for each feature map given (a subset is fine)."""
+        return {name: self.heads[name](x) for name, x in features.items()}
+

@@ -1,0 +1,100 @@
+"""DomainAdaptiveRCNN: Faster R-CNN trained on labelled source and unlabelled target
+images, with SADA alignment and the MIC loss as optional, config-selected parts."""
+from typing import Dict, List, Optional
+
+import torch
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
+from detectron2.modeling.roi_heads import StandardROIHeads
+from detectron2.structures import Instances
+
+from .mic_loss import MaskedImageConsistency
+from .rpn_outputs import rpn_outputs
+from .sada import SADAHeads
+
+
+@META_ARCH_REGISTRY.register()
+class DomainAdaptiveRCNN(GeneralizedRCNN):
+    """A ``GeneralizedRCNN`` whose training forward also takes target images.
+
+    - ``model(source_inputs)``: stock detectron2 behaviour (training losses, or
+      inference in eval mode). With SADA and MIC off the model *is* a stock Faster
+      R-CNN: same modules, same state-dict keys, same losses.
+    - ``model(source_inputs, target_inputs, pseudo_labels)`` in training: source
+      detection losses, SADA losses on both domains (if enabled), and the MIC loss on
+      the masked target images against ``pseudo_labels`` (if given).
+
+    Target inputs are only ever read for their ``"image"``: any annotation they carry is
+    ignored.
+    """
+
+    @configurable
+    def __init__(self, *, sada: Optional[SADAHeads] = None, mic: Optional[MaskedImageConsistency] = None, **kwargs):
+        super().__init__(**kwargs)
+        self.sada = sada
+        self.mic = mic
+
+    @classmethod
+    def from_config(cls, cfg):
+        ret = super().from_config(cfg)
+        if cfg.MODEL.SADA.ENABLED or cfg.MIC.ENABLED:
+            if not isinstance(ret["roi_heads"], StandardROIHeads):
+                raise ValueError(
+                    f"MODEL.ROI_HEADS.NAME={cfg.MODEL.ROI_HEADS.NAME!r}: SADA and MIC need "
+                    "StandardROIHeads (or a subclass) with a box head."
+                )
+        if cfg.MODEL.SADA.ENABLED:
+            roi_heads = ret["roi_heads"]
+            ret["sada"] = SADAHeads(
+                cfg,
+                ret["backbone"].output_shape(),
+                box_pooler=roi_heads.box_pooler,
+                box_feature_dim=roi_heads.box_head.output_shape.channels,
+            )
+        if cfg.MIC.ENABLED:
+            ret["mic"] = MaskedImageConsistency(cfg)
+        return ret
+
+    def box_features(self, features: Dict[str, torch.Tensor], boxes) -> torch.Tensor:
+        """Box-head features (R, D) of ``boxes`` (one ``Boxes`` per image)."""
+        rh = self.roi_heads
+        return rh.box_head(rh.box_pooler([features[f] for f in rh.box_in_features], boxes))
+
+    def forward(
+        self,
+        batched_inputs: List[dict],
+        target_inputs: Optional[List[dict]] = None,
+        pseudo_labels: Optional[List[Instances]] = None,
+    ):
+        if not self.training or (target_inputs is None and pseudo_labels is None):
+            return super().forward(batched_inputs)
+        if pseudo_labels is not None and self.mic is None:
+            raise ValueError("pseudo_labels were given but MIC.ENABLED is False")
+
+        images = self.preprocess_image(batched_inputs)
+        if "instances" not in batched_inputs[0]:
+            raise ValueError("source inputs must carry 'instances' (labelled source images)")
+        gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
+        if self.mic is not None and self.mic.mask_source:
+            images = self.mic.masked_view(self, images)
+        features = self.backbone(images.tensor)
+        proposals, losses = self.proposal_generator(images, features, gt_instances)
+        _, detector_losses = self.roi_heads(images, features, proposals, gt_instances)
+        losses.update(detector_losses)
+
+        if target_inputs is None:
+            return losses
+        target_images = self.preprocess_image(target_inputs)
+        if self.sada is not None:
+            target_features = self.backbone(target_images.tensor)
+            target_proposals = rpn_outputs(self.proposal_generator, target_images, target_features).proposals
+            losses.update(
+                self.sada(
+                    [(features, proposals, True), (target_features, target_proposals, False)],
+                    self.box_features,
+                )
+            )
+        if pseudo_labels is not None:
+            pseudo_labels = [p.to(self.device) for p in pseudo_labels]
+            losses.update(self.mic(self, target_images, pseudo_labels))
+        return losses

@@ -1,0 +1,40 @@
+"""Turn teacher detections into pseudo-labels: confident boxes only, then NMS."""
+from typing import Dict, List
+
+import torch
+from detectron2.layers import batched_nms
+from detectron2.structures import Instances
+
+
+def select_pseudo_labels(
+    predictions: List[Instances], score_threshold: float, nms_thresh: float
+) -> List[Instances]:
+    """Keep boxes with score >= ``score_threshold``, then per-class NMS at ``nms_thresh``.
+
+    Returns one ``Instances`` per image with ``gt_boxes``, ``gt_classes`` and
+    ``gt_scores`` (the teacher's confidence, used to weight the MIC loss). Images may
+    end up with no box.
+    """
+    labels = []
+    for pred in predictions:
+        pred = pred[pred.scores >= score_threshold]
+        if nms_thresh < 1.0 and len(pred) > 1:
+            keep = batched_nms(pred.pred_boxes.tensor, pred.scores, pred.pred_classes, nms_thresh)
+            pred = pred[keep]
+        target = Instances(pred.image_size)
+        target.gt_boxes = pred.pred_boxes
+        target.gt_classes = pred.pred_classes
+        target.gt_scores = pred.scores
+        labels.append(target)
+    return labels
+
+
+def pseudo_label_stats(labels: List[Instances]) -> Dict[str, float]:
+    """Figures logged every step: boxes per image, images used, mean confidence."""
+    counts = [len(x) for x in labels]
+    scores = [x.gt_scores for x in labels if len(x)]
+    return {
+        "mic/pseudo_boxes_per_image": sum(counts) / max(len(counts), 1),
+        "mic/images_used_fraction": sum(c > 0 for c in counts) / max(len(counts), 1),
+        "mic/pseudo_box_confidence": torch.cat(scores).mean().item() if scores else 0.0,
+    }

@@ -1,0 +1,68 @@
+"""The EMA teacher: a frozen copy of the student whose weights follow the student's as
+an exponential moving average, used to predict pseudo-labels on target images."""
+import copy
+from typing import List
+
+import torch
+from torch import nn
+
+from detectron2.structures import Instances
+
+
+class EMATeacher(nn.Module):
+    """Holds ``self.model``, a copy of the student detector.
+
+    Update rule, applied to the whole state dict (parameters, buffers and domain heads,
+    as the reference does): floating-point entries become
+    ``alpha * teacher + (1 - alpha) * student``; integer entries (e.g. BatchNorm's
+    ``num_batches_tracked``) are copied from the student. The teacher never takes
+    gradients and always stays in eval mode.
+    """
+
+    def __init__(self, student: nn.Module):
+        super().__init__()
+        self.model = copy.deepcopy(student)
+        self.model.requires_grad_(False)
+        self.model.eval()
+        self.restored = False
+
+    def train(self, mode: bool = True):
+        # The teacher predicts like a deployed model, whatever the trainer asks of it.
+        return super().train(False)
+
+    def _pairs(self, student: nn.Module):
+        s = student.state_dict(keep_vars=True)
+        t = self.model.state_dict(keep_vars=True)
+        if s.keys() != t.keys():
+            raise KeyError(f"student and teacher differ: {sorted(set(s) ^ set(t))[:10]}")
+        return [(t[k].data, s[k].detach()) for k in t]
+
+    @torch.no_grad()
+    def update(self, student: nn.Module, alpha: float):
+        """teacher = alpha * teacher + (1 - alpha) * student (integer buffers copied)."""
+        floats_t, floats_s = [], []
+        for t, s in self._pairs(student):
+            if t.is_floating_point():
+                floats_t.append(t)
+                floats_s.append(s)
+            else:
+                t.copy_(s)
+        torch._foreach_mul_(floats_t, alpha)
+        torch._foreach_add_(floats_t, floats_s, alpha=1.0 - alpha)
+
+    def load_state_dict(self, state_dict, strict: bool = True):
+        # Lets the trainer tell a teacher restored from a checkpoint from a fresh one.
+        result = super().load_state_dict(state_dict, strict=strict)
+        self.restored = True
+        return result
+
+    @torch.no_grad()
+    def copy_from(self, student: nn.Module):
+        for t, s in self._pairs(student):
+            t.copy_(s)
+
+    @torch.no_grad()
+    def predict(self, batched_inputs: List[dict]) -> List[Instances]:
+        """Detections in the coordinates of the network input (resized, unpadded),
+        i.e. the frame in which the student sees the same images."""
+        return self.model.inference(batched_inputs, do_postprocess=False)
