@@ -1,5 +1,8 @@
 # The README's commands. Every target installs what it needs first.
 PYTHON ?= python3.11
+# e.g. VENV_FLAGS=--system-site-packages to reuse a detectron2 you built yourself
+VENV_FLAGS ?=
+TORCH ?= torch==2.14.1 torchvision==0.29.1
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -9,9 +12,9 @@ STAMP := $(VENV)/.installed
 install: $(STAMP)
 
 $(STAMP): setup.py Makefile tools/install_detectron2.sh
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(PY) -m pip install -q --upgrade "pip>=23"
-	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -c 'import torch, torchvision' 2>/dev/null || $(PY) -m pip install -q $(TORCH)
 	bash tools/install_detectron2.sh $(PY)
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)
@@ -20,7 +23,10 @@ test: install
 	$(PY) -m pytest -q tests
 
 demo: install
-	$(PY) tools/demo.py
+	$(PY) tools/demo.py $(DEMO_ARGS)
+
+bench: install
+	$(PY) tools/benchmark.py speed --config configs/demo_mic.yaml --iters 20 --out output/bench_speed_demo.json
 
 clean:
 	rm -rf $(VENV) output

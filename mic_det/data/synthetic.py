@@ -107,6 +107,10 @@ _BUS_COLORS = np.array(
     ],
     dtype=np.float32,
 )
+_BUILDING_COLORS = np.array(
+    [(0.55, 0.52, 0.48), (0.62, 0.55, 0.45), (0.45, 0.45, 0.50), (0.70, 0.66, 0.60), (0.50, 0.38, 0.32)],
+    dtype=np.float64,
+)
 _SKIN = np.array(
     [(0.95, 0.80, 0.68), (0.85, 0.66, 0.50), (0.62, 0.45, 0.32), (0.40, 0.28, 0.20)],
     dtype=np.float32,
@@ -345,12 +349,15 @@ def _render_scene(rng: np.random.Generator, H: int, W: int) -> _Scene:
         bw = int(rng.integers(max(4, W // 16), max(6, W // 5)))
         bh = int(rng.uniform(0.15, 0.9) * horizon)
         y0 = max(0, horizon - bh)
-        col = _jitter(rng, rng.choice([(0.55, 0.52, 0.48), (0.62, 0.55, 0.45), (0.45, 0.45, 0.50), (0.70, 0.66, 0.60), (0.50, 0.38, 0.32)]), 0.05)
+        col = _jitter(rng, rng.choice(_BUILDING_COLORS), 0.05)
         cv2.rectangle(img, (x, y0), (x + bw - 1, horizon), col, -1)
         xa, xb = max(x, 0), min(x + bw, W)
         if xb > xa:
             depth[y0 : horizon + 1, xa:xb] = build_depth
-        win = _jitter(rng, (0.25, 0.28, 0.32), 0.08) if rng.random() < 0.7 else _jitter(rng, (0.85, 0.82, 0.6), 0.05)
+        if rng.random() < 0.7:  # dark or lit windows
+            win = _jitter(rng, (0.25, 0.28, 0.32), 0.08)
+        else:
+            win = _jitter(rng, (0.85, 0.82, 0.6), 0.05)
         ws = max(1, int(round(H / 80)))
         gap = ws + max(1, int(round(H / 80)))
         if bh > 3 * gap and bw > 3 * gap:  # a grid of ws x (ws+1) windows

@@ -1,0 +1,127 @@
+#!/usr/bin/env python
+"""Speed and memory of source-only, SADA and MIC training steps, measured in one process
+at the same settings (same config, data, batch sizes), after warm-up.
+
+    python tools/benchmark.py speed --config configs/demo_mic.yaml --iters 20 --out speed.json
+
+Prints seconds per iteration, peak memory (host RSS on CPU, torch.cuda.max_memory_allocated
+on GPU) and the ratios to source-only and to SADA; writes the same to --out.
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import psutil
+import torch
+from detectron2.utils.env import seed_all_rng
+from detectron2.utils.events import EventStorage
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import train_net  # noqa: E402
+
+from mic_det.engine import DomainAdaptiveTrainer  # noqa: E402
+
+MODES = {
+    "source_only": dict(sada=False, mic=False),
+    "sada": dict(sada=True, mic=False),
+    "mic": dict(sada=True, mic=True),
+}
+
+
+def mode_config(base, sada, mic, output_dir):
+    cfg = base.clone()
+    cfg.defrost()
+    cfg.MODEL.SADA.ENABLED = sada
+    cfg.MIC.ENABLED = mic
+    cfg.TEACHER.BURN_IN_ITERS = 0
+    cfg.TEST.EVAL_MODEL = "both" if mic else "student"
+    cfg.TEST.EVAL_PERIOD = 0
+    cfg.OUTPUT_DIR = output_dir
+    if not cfg.DATASETS.TRAIN_TARGET:
+        raise SystemExit("the config must name DATASETS.TRAIN_TARGET (SADA and MIC need it)")
+    return cfg
+
+
+def measure(cfg, warmup, iters):
+    seed_all_rng(0)
+    trainer = DomainAdaptiveTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    step = trainer._trainer
+    if not (cfg.MODEL.SADA.ENABLED or cfg.MIC.ENABLED):
+        step.data_loader = step.data_loader.source  # source-only reads the source stream only
+    cuda = torch.cuda.is_available() and cfg.MODEL.DEVICE.startswith("cuda")
+    process = psutil.Process()
+    peak_rss = 0
+    times = []
+    with EventStorage(0) as storage:
+        trainer.storage = storage
+        for i in range(warmup + iters):
+            step.iter = storage.iter = i
+            if i == warmup and cuda:
+                torch.cuda.reset_peak_memory_stats()
+            if cuda:
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            step.run_step()
+            if cuda:
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+            peak_rss = max(peak_rss, process.memory_info().rss)
+            storage.step()
+    times.sort()
+    out = {
+        "sec_per_iter_mean": sum(times) / len(times),
+        "sec_per_iter_median": times[len(times) // 2],
+        "peak_host_rss_mb": peak_rss / 2**20,
+    }
+    if cuda:
+        out["peak_cuda_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    del trainer, step
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    speed = sub.add_parser("speed", help="seconds per iteration and peak memory of each mode")
+    speed.add_argument("--config", required=True)
+    speed.add_argument("--iters", type=int, default=20)
+    speed.add_argument("--warmup", type=int, default=5)
+    speed.add_argument("--modes", default="source_only,sada,mic")
+    speed.add_argument("--out", default="")
+    speed.add_argument("opts", nargs=argparse.REMAINDER)
+    args = parser.parse_args()
+
+    base = train_net.load_config(args.config, args.opts)
+    results = {}
+    for name in args.modes.split(","):
+        cfg = mode_config(base, **MODES[name], output_dir=os.path.join(base.OUTPUT_DIR, f"bench_{name}"))
+        results[name] = measure(cfg, args.warmup, args.iters)
+        print(f"{name:12s} {results[name]['sec_per_iter_median']:.3f} s/iter (median of {args.iters})", flush=True)
+    for name, r in results.items():
+        if "source_only" in results:
+            r["ratio_to_source_only"] = r["sec_per_iter_median"] / results["source_only"]["sec_per_iter_median"]
+        if "sada" in results:
+            r["ratio_to_sada"] = r["sec_per_iter_median"] / results["sada"]["sec_per_iter_median"]
+    report = {
+        "config": args.config,
+        "overrides": args.opts,
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores, {platform.processor() or platform.machine()})",
+        "torch": torch.__version__,
+        "images_per_step": {"source": base.SOLVER.IMS_PER_BATCH, "target": base.SOLVER.IMS_PER_BATCH_TARGET},
+        "iters": args.iters,
+        "warmup": args.warmup,
+        "modes": results,
+    }
+    print(json.dumps(report, indent=2))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(report, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
