@@ -21,6 +21,7 @@ setup(
         "setuptools<81",  # detectron2.model_zoo imports pkg_resources
         "pyyaml",
         "psutil",  # host memory figures in the benchmarks
+        "matplotlib",  # tools/visualize.py curves
     ],
     extras_require={"dev": ["pytest", "pytest-timeout"]},
 )

@@ -17,6 +17,25 @@ def add_mic_config(cfg):
     # Target images per step, summed over all processes (like SOLVER.IMS_PER_BATCH,
     # which counts the labelled source images).
     _C.SOLVER.IMS_PER_BATCH_TARGET = 1
+    # Custom datasets declared in the config (mic_det/data/custom.py; tools/train_net.py
+    # registers them in every process). One child node per dataset name, e.g.
+    #   CUSTOM: {fire_train: {FORMAT: "yolo", ROOT: "data/fire", SPLIT: "train"}}
+    # FORMAT is "coco" (JSON_FILE, IMAGE_ROOT), "voc" (ROOT or ANN_DIR, IMAGE_DIR, SPLIT or
+    # IMAGESET, NAMES, ONE_BASED), "yolo" (ROOT, SPLIT or IMAGE_DIR, LABEL_DIR, DATA_YAML or
+    # NAMES) or "images" (IMAGE_DIR: unlabelled images, for targets). Relative paths are
+    # relative to ROOT; ROOT to the working directory. New datasets are declared in YAML
+    # files: the command line can only change keys a YAML file already set.
+    _C.DATASETS.CUSTOM = CN(new_allowed=True)
+    # The class list of the custom datasets, in the model's order; their class names are
+    # matched to it case-insensitively. Empty: the classes of the first DATASETS.TRAIN
+    # dataset (after CLASS_MAP and IGNORE_CLASSES).
+    _C.DATASETS.CLASSES = ()
+    # Renames applied to custom datasets' class names before matching, as "from:to"
+    # strings, e.g. ["flame:fire", "Smoke-Plume:smoke"]; several names may map to one.
+    _C.DATASETS.CLASS_MAP = ()
+    # Custom datasets' class names whose boxes are dropped; their images are kept (as
+    # background where no other box is left), e.g. ["default"].
+    _C.DATASETS.IGNORE_CLASSES = ()
 
     # ---- SADA: scale-aware adversarial alignment ---------------------------------------
     _C.MODEL.SADA = CN()

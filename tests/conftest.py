@@ -1,5 +1,8 @@
-"""Shared test helpers: a tiny from-scratch detector config and synthetic inputs."""
+"""Shared test helpers: a tiny from-scratch detector config, synthetic inputs, and a
+datasets root holding the default synthetic shift for tests that run tools/ scripts."""
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -76,3 +79,40 @@ def storage():
 
     with EventStorage(0) as s:
         yield s
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")
+
+
+@pytest.fixture(scope="session")
+def tool_env(tmp_path_factory):
+    """Environment for subprocesses: DETECTRON2_DATASETS at a root with the default
+    synthetic shift (generated once per session, a few seconds)."""
+    root = tmp_path_factory.mktemp("datasets")
+    env = dict(os.environ, DETECTRON2_DATASETS=str(root), OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    subprocess.run([sys.executable, "-m", "mic_det.data.synthetic", "--root", str(root)], env=env, check=True, capture_output=True)
+    return env
+
+
+@pytest.fixture(scope="session")
+def tiny_mic_config(tmp_path_factory):
+    """A YAML file: tiny SADA + MIC model on the synthetic shift, 3 iterations."""
+    cfg = tiny_cfg(sada=True, mic=True)
+    cfg.DATASETS.TRAIN = ("synthetic_clear_train",)
+    cfg.DATASETS.TRAIN_TARGET = ("synthetic_foggy_train",)
+    cfg.DATASETS.TEST = ("synthetic_foggy_val",)
+    cfg.MIC.PSEUDO_LABEL_THRESHOLD = 0.0  # an untrained teacher is never confident
+    cfg.TEST.EVAL_MODEL = "both"
+    cfg.SOLVER.MAX_ITER = 3
+    cfg.SOLVER.BASE_LR = 0.001
+    cfg.SOLVER.CHECKPOINT_PERIOD = 1000
+    cfg.TEST.DETECTIONS_PER_IMAGE = 20
+    cfg.SEED = 7
+    path = tmp_path_factory.mktemp("cfg") / "tiny_mic.yaml"
+    path.write_text(cfg.dump())
+    return str(path)
+
+
+def run_train_net(args, env, **kwargs):
+    return subprocess.run([sys.executable, TRAIN_NET, *args], env=env, capture_output=True, text=True, timeout=600, **kwargs)

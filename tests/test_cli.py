@@ -2,51 +2,15 @@
 and two processes through detectron2's launch (GLOO on CPU)."""
 import json
 import os
-import subprocess
-import sys
-
 import pytest
 
-from conftest import tiny_cfg
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")
+from conftest import REPO, TRAIN_NET, run_train_net as run
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("datasets")
-    e = dict(os.environ, DETECTRON2_DATASETS=str(root), OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    # the default synthetic set, generated once for this module (a few seconds)
-    subprocess.run([sys.executable, "-m", "mic_det.data.synthetic", "--root", str(root), "--num-train", "600"], env=e, check=True, capture_output=True)
-    return e
-
-
-@pytest.fixture(scope="module")
-def config_file(tmp_path_factory):
-    cfg = tiny_cfg(sada=True, mic=True)
-    cfg.DATASETS.TRAIN = ("synthetic_clear_train",)
-    cfg.DATASETS.TRAIN_TARGET = ("synthetic_foggy_train",)
-    cfg.DATASETS.TEST = ("synthetic_foggy_val",)
-    cfg.MIC.PSEUDO_LABEL_THRESHOLD = 0.0
-    cfg.TEST.EVAL_MODEL = "both"
-    cfg.SOLVER.MAX_ITER = 3
-    cfg.SOLVER.BASE_LR = 0.001
-    cfg.SOLVER.CHECKPOINT_PERIOD = 1000
-    cfg.TEST.DETECTIONS_PER_IMAGE = 20
-    path = tmp_path_factory.mktemp("cfg") / "tiny_mic.yaml"
-    path.write_text(cfg.dump())
-    return str(path)
-
-
-def run(args, env, **kw):
-    return subprocess.run([sys.executable, TRAIN_NET, *args], env=env, capture_output=True, text=True, timeout=600, **kw)
-
-
-@pytest.fixture(scope="module")
-def trained(env, config_file, tmp_path_factory):
+def trained(tool_env, tiny_mic_config, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    p = run(["--config", config_file, "OUTPUT_DIR", str(out)], env)
+    p = run(["--config", tiny_mic_config, "OUTPUT_DIR", str(out)], tool_env)
     assert p.returncode == 0, p.stderr[-3000:]
     return out
 
@@ -61,10 +25,10 @@ def test_train_writes_results_for_teacher_and_student(trained):
         assert (trained / name).exists(), name
 
 
-def test_eval_only_reproduces_the_final_results(trained, env, config_file, tmp_path):
+def test_eval_only_reproduces_the_final_results(trained, tool_env, tiny_mic_config, tmp_path):
     p = run(
-        ["--config-file", config_file, "--eval-only", "MODEL.WEIGHTS", str(trained / "model_final.pth"), "OUTPUT_DIR", str(tmp_path)],
-        env,
+        ["--config-file", tiny_mic_config, "--eval-only", "MODEL.WEIGHTS", str(trained / "model_final.pth"), "OUTPUT_DIR", str(tmp_path)],
+        tool_env,
     )
     assert p.returncode == 0, p.stderr[-3000:]
     again = json.loads((tmp_path / "results.json").read_text())
@@ -73,17 +37,17 @@ def test_eval_only_reproduces_the_final_results(trained, env, config_file, tmp_p
         assert again[key]["bbox"]["AP50"] == pytest.approx(first[key]["bbox"]["AP50"], abs=1e-6), key
 
 
-def test_unknown_config_key_names_file_and_key(env, tmp_path):
+def test_unknown_config_key_names_file_and_key(tool_env, tmp_path):
     bad = tmp_path / "typo.yaml"
     bad.write_text("MIC:\n  MASK_RATO: 0.5\n")
-    p = run(["--config", str(bad)], env)
+    p = run(["--config", str(bad)], tool_env)
     assert p.returncode != 0
     assert "MIC.MASK_RATO" in p.stderr and "typo.yaml" in p.stderr
     assert "Traceback" not in p.stderr
 
 
-def test_missing_config_file(env):
-    p = run(["--config", "configs/does_not_exist.yaml"], env)
+def test_missing_config_file(tool_env):
+    p = run(["--config", "configs/does_not_exist.yaml"], tool_env)
     assert p.returncode != 0 and "does_not_exist.yaml" in p.stderr
 
 
@@ -98,8 +62,8 @@ def test_every_shipped_config_loads(name):
     assert cfg.MODEL.META_ARCHITECTURE == "DomainAdaptiveRCNN"
 
 
-def test_two_processes_train_and_write_results_once(env, config_file, tmp_path):
-    p = run(["--config", config_file, "--num-gpus", "2", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.IMS_PER_BATCH_TARGET", "2", "SOLVER.MAX_ITER", "2", "OUTPUT_DIR", str(tmp_path)], env)
+def test_two_processes_train_and_write_results_once(tool_env, tiny_mic_config, tmp_path):
+    p = run(["--config", tiny_mic_config, "--num-gpus", "2", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.IMS_PER_BATCH_TARGET", "2", "SOLVER.MAX_ITER", "2", "OUTPUT_DIR", str(tmp_path)], tool_env)
     assert p.returncode == 0, p.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert "teacher/synthetic_foggy_val" in results

@@ -19,6 +19,7 @@ from detectron2.utils.logger import setup_logger
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from mic_det import add_mic_config  # noqa: E402
+from mic_det.data import register_custom_datasets  # noqa: E402
 from mic_det.engine import DomainAdaptiveTrainer  # noqa: E402
 from mic_det.engine.trainer import check_config  # noqa: E402
 from mic_det.evaluation import write_results_json  # noqa: E402
@@ -47,6 +48,9 @@ def load_config(config_file, opts):
         raise SystemExit(f"error: command-line override {opts}: {e}") from None
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
+    # datasets declared under DATASETS.CUSTOM; every process (and every tool) loads its
+    # config through here, so each registers them
+    register_custom_datasets(cfg)
     return cfg
 
 

@@ -4,13 +4,11 @@ consumes the target stream (sampler, mapper, model) can ever see them."""
 import logging
 from typing import List
 
-from detectron2.data import (
-    DatasetCatalog,
-    DatasetMapper,
-    MetadataCatalog,
-    build_detection_train_loader,
-)
+from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.data.build import filter_images_with_only_crowd_annotations
+from detectron2.data.samplers import RepeatFactorTrainingSampler
+
+from .stream import ResumableTrainLoader
 
 logger = logging.getLogger(__name__)
 
@@ -81,21 +79,45 @@ def check_class_lists(cfg):
         )
 
 
-def build_source_loader(cfg):
+def _repeat_factors(cfg, dicts):
+    name = cfg.DATALOADER.SAMPLER_TRAIN
+    if name == "TrainingSampler":
+        return None
+    if name == "RepeatFactorTrainingSampler":
+        return RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(
+            dicts, cfg.DATALOADER.REPEAT_THRESHOLD, sqrt=cfg.DATALOADER.REPEAT_SQRT
+        )
+    raise ValueError(
+        f"DATALOADER.SAMPLER_TRAIN={name!r} is not supported by mic_det's resumable loader; "
+        "use 'TrainingSampler' or 'RepeatFactorTrainingSampler'."
+    )
+
+
+def build_source_loader(cfg, seed: int):
+    """Labelled source batches of SOLVER.IMS_PER_BATCH images (all processes together)."""
     dicts = dataset_dicts_or_error(cfg.DATASETS.TRAIN, cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS, "DATASETS.TRAIN")
-    return build_detection_train_loader(cfg, dataset=dicts, mapper=CheckedDatasetMapper(cfg, is_train=True))
+    return ResumableTrainLoader(
+        dicts,
+        CheckedDatasetMapper(cfg, is_train=True),
+        total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
+        aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
+        num_workers=cfg.DATALOADER.NUM_WORKERS,
+        seed=seed,
+        repeat_factors=_repeat_factors(cfg, dicts),
+    )
 
 
-def build_target_loader(cfg):
+def build_target_loader(cfg, seed: int):
     """Images of DATASETS.TRAIN_TARGET, labels removed, no filtering on labels."""
     dicts = strip_annotations(dataset_dicts_or_error(cfg.DATASETS.TRAIN_TARGET, False, "DATASETS.TRAIN_TARGET"))
     logger.info(f"Target stream: {len(dicts)} unlabelled images from {list(cfg.DATASETS.TRAIN_TARGET)}")
-    return build_detection_train_loader(
+    return ResumableTrainLoader(
         dicts,
-        mapper=CheckedDatasetMapper(cfg, is_train=True),
+        CheckedDatasetMapper(cfg, is_train=True),
         total_batch_size=cfg.SOLVER.IMS_PER_BATCH_TARGET,
         aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
         num_workers=cfg.DATALOADER.NUM_WORKERS,
+        seed=seed + 1,
     )
 
 
@@ -105,6 +127,10 @@ class PairedDataLoader:
     def __init__(self, source, target):
         self.source = source
         self.target = target
+
+    def set_start(self, batch: int):
+        self.source.set_start(batch)
+        self.target.set_start(batch)
 
     def __iter__(self):
         yield from zip(self.source, self.target)

@@ -1,7 +1,11 @@
 """Hooks of domain-adaptive training: the EMA teacher update and the end of burn-in."""
 import logging
+import signal
+import threading
 
+import torch
 from detectron2.engine import HookBase
+from detectron2.utils import comm
 
 logger = logging.getLogger(__name__)
 
@@ -44,3 +48,52 @@ class BurnInHook(HookBase):
         self.teacher.copy_from(self.student_fn())
         if self.evaluate_fn is not None:
             self.evaluate_fn()
+
+
+class PreemptionHook(HookBase):
+    """On SIGTERM or Ctrl-C (SIGINT), finish the current iteration, save a checkpoint
+    (``--resume`` continues from it) and exit with status 128 + signal number.
+
+    With several processes the stop flag is all-reduced every step, so all ranks stop
+    after the same iteration even if only one of them received the signal. A second
+    Ctrl-C interrupts at once.
+    """
+
+    def __init__(self, checkpointer, signals=(signal.SIGTERM, signal.SIGINT)):
+        self.checkpointer = checkpointer
+        self.signals = signals
+        self.received = None
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signum
+        logger.warning(f"Received {signal.Signals(signum).name}: saving a checkpoint after this iteration.")
+
+    def before_train(self):
+        if threading.current_thread() is threading.main_thread():
+            for s in self.signals:
+                self._previous[s] = signal.signal(s, self._handle)
+
+    def after_train(self):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous.clear()
+
+    def _stop_requested(self) -> int:
+        flag = torch.tensor([self.received or 0])
+        if comm.get_world_size() > 1:
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return int(flag.item())
+
+    def after_step(self):
+        signum = self._stop_requested()
+        if not signum:
+            return
+        it = self.trainer.iter
+        if comm.is_main_process():
+            self.checkpointer.save(f"model_{it:07d}", iteration=it)
+        comm.synchronize()
+        logger.warning(f"Stopped after iteration {it}; resume with --resume.")
+        raise SystemExit(128 + signum)

@@ -4,15 +4,28 @@ source + target batch -> (teacher pseudo-labels on the unmasked target) -> stude
 losses on source, both domains (SADA) and the masked target (MIC) -> one backward, one
 optimizer step. The EMA update of the teacher happens in a hook after the step.
 """
+import random
 import time
 from typing import Callable, Optional
 
+import numpy as np
 import torch
 from detectron2.engine import SimpleTrainer
+from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 
 from ..modeling.pseudo_labels import pseudo_label_stats, select_pseudo_labels
 from ..modeling.teacher import EMATeacher
+
+
+def seed_step(seed: int, iteration: int):
+    """Seed every generator the step draws from (masks, proposal and anchor sampling,
+    dropout) from (seed, rank, iteration): a resumed run draws exactly what an
+    uninterrupted one would, on every rank, with no generator state to save."""
+    s = hash((seed, comm.get_rank(), iteration)) % 2**31
+    random.seed(s)
+    np.random.seed(s)
+    torch.manual_seed(s)
 
 
 def check_losses_finite(loss_dict, total: torch.Tensor, iteration: int):
@@ -48,8 +61,10 @@ class DomainAdaptiveStep(SimpleTrainer):
         pseudo_label_threshold: float = 0.8,
         pseudo_label_nms: float = 0.5,
         amp_dtype: Optional[torch.dtype] = None,
+        seed: int = 0,
     ):
         super().__init__(model, data_loader, optimizer)
+        self.seed = seed
         self.teacher = teacher
         self.mic_active = mic_active
         self.pseudo_label_threshold = pseudo_label_threshold
@@ -64,6 +79,7 @@ class DomainAdaptiveStep(SimpleTrainer):
 
     def run_step(self):
         assert self.model.training, "[DomainAdaptiveStep] model was changed to eval mode!"
+        seed_step(self.seed, self.iter)
         start = time.perf_counter()
         data = next(self._data_loader_iter)
         source, target = data if isinstance(data, tuple) else (data, None)

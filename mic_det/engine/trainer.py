@@ -7,7 +7,6 @@ import weakref
 from collections import OrderedDict
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model, hooks
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
@@ -18,7 +17,8 @@ from torch.nn.parallel import DistributedDataParallel
 from ..data.loaders import PairedDataLoader, build_source_loader, build_target_loader, check_class_lists
 from ..evaluation import DomainAdaptationCOCOEvaluator, format_ap50_table, write_results_json
 from ..modeling.teacher import EMATeacher
-from .hooks import BurnInHook, EMATeacherHook
+from .checkpoint import AtomicCheckpointer
+from .hooks import BurnInHook, EMATeacherHook, PreemptionHook
 from .train_step import DomainAdaptiveStep
 
 logger = logging.getLogger("mic_det")
@@ -53,9 +53,11 @@ class DomainAdaptiveTrainer(DefaultTrainer):
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         check_config(cfg)
 
+        # One seed for the data order and every per-step draw; saved in checkpoints.
+        self.seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
-        data_loader = self.build_train_loader(cfg)
+        data_loader = self.build_train_loader(cfg, seed=self.seed)
         # detectron2 passes device_ids=[local rank], which is wrong for CPU processes.
         ddp_kwargs = {} if model.device.type == "cuda" else {"device_ids": None}
         model = create_ddp_model(model, broadcast_buffers=False, **ddp_kwargs)
@@ -74,10 +76,11 @@ class DomainAdaptiveTrainer(DefaultTrainer):
             pseudo_label_threshold=cfg.MIC.PSEUDO_LABEL_THRESHOLD,
             pseudo_label_nms=cfg.MIC.PSEUDO_LABEL_NMS_THRESH,
             amp_dtype=amp_dtype,
+            seed=self.seed,
         )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         extra = {"teacher": self.teacher} if self.teacher is not None else {}
-        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self), **extra)
+        self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self), **extra)
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -85,11 +88,11 @@ class DomainAdaptiveTrainer(DefaultTrainer):
 
     # ---- building blocks ---------------------------------------------------------------
     @classmethod
-    def build_train_loader(cls, cfg):
-        source = build_source_loader(cfg)
+    def build_train_loader(cls, cfg, seed: int = 0):
+        source = build_source_loader(cfg, seed)
         if not cfg.DATASETS.TRAIN_TARGET:
             return source
-        return PairedDataLoader(source, build_target_loader(cfg))
+        return PairedDataLoader(source, build_target_loader(cfg, seed))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -133,7 +136,7 @@ class DomainAdaptiveTrainer(DefaultTrainer):
 
     def build_hooks(self):
         cfg = self.cfg
-        ret = [hooks.IterationTimer(), hooks.LRScheduler()]
+        ret = [hooks.IterationTimer(), hooks.LRScheduler(), PreemptionHook(self.checkpointer)]
         if self.teacher is not None:
             burn_in = cfg.TEACHER.BURN_IN_ITERS
             ret.append(
@@ -186,10 +189,24 @@ class DomainAdaptiveTrainer(DefaultTrainer):
         resumed = resume and self.checkpointer.has_checkpoint()
         if resumed:
             self.start_iter = self.iter + 1
+        # the data streams start where the run stopped: batch number = iteration
+        self._trainer.data_loader.set_start(self.start_iter)
         if self.teacher is not None and not (resumed and self.teacher.restored):
             if resumed:
                 logger.warning("The checkpoint has no teacher: starting the teacher from the student.")
             self.teacher.copy_from(self.student)
+
+    def state_dict(self):
+        ret = super().state_dict()
+        ret["seed"] = self.seed
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if "seed" in state_dict and state_dict["seed"] != self.seed:
+            # a run started with SEED < 0 drew its seed at random: keep that one
+            self.seed = self._trainer.seed = int(state_dict["seed"])
+            self._trainer.data_loader = self.build_train_loader(self.cfg, seed=self.seed)
 
     def train(self):
         super().train()

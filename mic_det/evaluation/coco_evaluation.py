@@ -28,6 +28,9 @@ class DomainAdaptationCOCOEvaluator(COCOEvaluator):
 
     def __init__(self, dataset_name, output_dir=None, **kwargs):
         kwargs.setdefault("use_fast_impl", False)
+        # never reuse a ground-truth json converted earlier: a changed class mapping
+        # would silently be scored against the old one
+        kwargs.setdefault("allow_cached_coco", False)
         kwargs.setdefault("tasks", ("bbox",))
         super().__init__(dataset_name, output_dir=output_dir, **kwargs)
         self.dataset_name = dataset_name
