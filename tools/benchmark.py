@@ -1,11 +1,15 @@
 #!/usr/bin/env python
-"""Speed and memory of source-only, SADA and MIC training steps, measured in one process
-at the same settings (same config, data, batch sizes), after warm-up.
+"""Speed and memory of training, measured by running the real trainer.
 
     python tools/benchmark.py speed --config configs/demo_mic.yaml --iters 20 --out speed.json
+    python tools/benchmark.py memory --config configs/demo_mic.yaml --iters 300 --out memory.json
 
-Prints seconds per iteration, peak memory (host RSS on CPU, torch.cuda.max_memory_allocated
-on GPU) and the ratios to source-only and to SADA; writes the same to --out.
+`speed`: source-only, SADA and MIC training steps in one process at the same settings
+(same config, data, batch sizes), after warm-up: seconds per iteration, peak memory (host
+RSS on CPU, torch.cuda.max_memory_allocated on GPU) and the ratios to source-only and
+to SADA.
+`memory`: one mode (the config as it is) for many iterations, host RSS (and CUDA
+allocated memory) sampled along the way, to show it stays flat after warm-up.
 """
 import argparse
 import json
@@ -72,16 +76,45 @@ def measure(cfg, warmup, iters):
                 times.append(time.perf_counter() - t0)
             peak_rss = max(peak_rss, process.memory_info().rss)
             storage.step()
+        # MIC only costs its masked pass when pseudo-labels survive: report how many did
+        pseudo = storage.histories().get("mic/pseudo_boxes_per_image")
+        pseudo = pseudo.values()[warmup:] if pseudo is not None else []
     times.sort()
     out = {
         "sec_per_iter_mean": sum(times) / len(times),
         "sec_per_iter_median": times[len(times) // 2],
         "peak_host_rss_mb": peak_rss / 2**20,
     }
+    if pseudo:
+        out["pseudo_boxes_per_image"] = sum(v for v, _ in pseudo) / len(pseudo)
     if cuda:
         out["peak_cuda_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
     del trainer, step
     return out
+
+
+def memory_trace(cfg, iters, every):
+    """RSS (MB) and CUDA allocated memory every ``every`` iterations of the config."""
+    seed_all_rng(0)
+    trainer = DomainAdaptiveTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    step = trainer._trainer
+    cuda = torch.cuda.is_available() and cfg.MODEL.DEVICE.startswith("cuda")
+    process = psutil.Process()
+    samples = []
+    with EventStorage(0) as storage:
+        trainer.storage = storage
+        for i in range(iters):
+            step.iter = storage.iter = i
+            step.run_step()
+            storage.step()
+            if (i + 1) % every == 0:
+                row = {"iter": i + 1, "rss_mb": process.memory_info().rss / 2**20}
+                if cuda:
+                    row["cuda_allocated_mb"] = torch.cuda.memory_allocated() / 2**20
+                samples.append(row)
+                print(", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+    return samples
 
 
 def main():
@@ -94,7 +127,31 @@ def main():
     speed.add_argument("--modes", default="source_only,sada,mic")
     speed.add_argument("--out", default="")
     speed.add_argument("opts", nargs=argparse.REMAINDER)
+    mem = sub.add_parser("memory", help="host (and CUDA) memory over many iterations")
+    mem.add_argument("--config", required=True)
+    mem.add_argument("--iters", type=int, default=300)
+    mem.add_argument("--every", type=int, default=25)
+    mem.add_argument("--out", default="")
+    mem.add_argument("opts", nargs=argparse.REMAINDER)
     args = parser.parse_args()
+
+    if args.command == "memory":
+        cfg = train_net.load_config(args.config, args.opts)
+        cfg.defrost()
+        cfg.OUTPUT_DIR = os.path.join(cfg.OUTPUT_DIR, "bench_memory")
+        samples = memory_trace(cfg, args.iters, args.every)
+        warm = [r["rss_mb"] for r in samples[len(samples) // 3 :]]
+        report = {
+            "config": args.config,
+            "overrides": args.opts,
+            "samples": samples,
+            "rss_growth_after_warmup_mb": warm[-1] - warm[0] if warm else None,
+        }
+        print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=2))
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump(report, f, indent=2)
+        return
 
     base = train_net.load_config(args.config, args.opts)
     results = {}
