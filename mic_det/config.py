@@ -98,6 +98,12 @@ def add_mic_config(cfg):
     # from the student. 0 = MIC from the first iteration (the reference).
     _C.TEACHER.BURN_IN_ITERS = 0
 
+    # ---- Mixed precision --------------------------------------------------------------
+    # With SOLVER.AMP.ENABLED, student forward and teacher inference run under autocast
+    # in this dtype: "bfloat16" (no loss scaling needed; Ampere and newer GPUs, CPUs) or
+    # "float16" (with a gradient scaler).
+    _C.SOLVER.AMP.PRECISION = "bfloat16"
+
     # ---- Evaluation -------------------------------------------------------------------
     # Which model(s) to evaluate: "student", "teacher" or "both".
     _C.TEST.EVAL_MODEL = "student"

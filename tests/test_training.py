@@ -167,3 +167,13 @@ def test_sada_needs_a_target_dataset(synthetic, tmp_path):
     cfg.DATASETS.TRAIN_TARGET = ()
     with pytest.raises(ValueError, match="TRAIN_TARGET"):
         DomainAdaptiveTrainer(cfg)
+
+
+def test_mixed_precision_step_runs(synthetic, tmp_path):
+    """SOLVER.AMP with bfloat16 (CPU autocast here): finite losses, weights updated."""
+    cfg = da_cfg(tmp_path, max_iter=2)
+    cfg.SOLVER.AMP.ENABLED = True
+    trainer = train(cfg)
+    assert trainer._trainer.amp_dtype == torch.bfloat16 and trainer._trainer.grad_scaler is None
+    total = trainer.storage.history("total_loss").values()
+    assert len(total) == 2 and all(torch.isfinite(torch.tensor(v)) for v, _ in total)

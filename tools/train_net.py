@@ -8,10 +8,10 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 from collections import OrderedDict
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from mic_det import add_mic_config  # noqa: E402
 from mic_det.data import register_custom_datasets  # noqa: E402
 from mic_det.engine import DomainAdaptiveTrainer  # noqa: E402
+from mic_det.engine.checkpoint import AtomicCheckpointer, check_weights_path  # noqa: E402
 from mic_det.engine.trainer import check_config  # noqa: E402
 from mic_det.evaluation import write_results_json  # noqa: E402
 from mic_det.modeling import EMATeacher  # noqa: E402
@@ -54,9 +55,24 @@ def load_config(config_file, opts):
     return cfg
 
 
+def check_output_dir(path):
+    """OUTPUT_DIR must be a folder this process can write: checked before detectron2's
+    default_setup, which would fail deep inside its logger or config dump."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise SystemExit(
+            f"error: OUTPUT_DIR {path!r} is not a writable folder ({e.strerror or e}). "
+            "Set OUTPUT_DIR to a folder you can write (it is created if missing)."
+        ) from None
+
+
 def setup(args):
     cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
+    check_output_dir(cfg.OUTPUT_DIR)
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="mic_det")
     return cfg
@@ -67,8 +83,14 @@ def evaluate_only(cfg):
     models = OrderedDict()
     teacher = EMATeacher(model) if cfg.TEST.EVAL_MODEL != "student" else None
     extra = {"teacher": teacher} if teacher is not None else {}
-    checkpointer = DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR, **extra)
-    checkpointer.load(cfg.MODEL.WEIGHTS, checkpointables=list(extra))
+    checkpointer = AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR, **extra)
+    try:
+        # a missing file, or weights that leave any layer random (detectron2 only warns)
+        check_weights_path(cfg.MODEL.WEIGHTS)
+        checkpointer.load(cfg.MODEL.WEIGHTS, checkpointables=list(extra))
+        checkpointer.check_last_load(strict=True)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
     if teacher is not None:
         if not teacher.restored:
             raise SystemExit(

@@ -1,6 +1,10 @@
 """Checkpoints that are never half-written: data go to a temporary file that is renamed
 into place, and `last_checkpoint` is only updated after that rename. A crash or kill
-during a save leaves the previous checkpoint, and the pointer to it, intact."""
+during a save leaves the previous checkpoint, and the pointer to it, intact.
+
+Loading is checked too: detectron2 skips every missing or mis-shaped key with a warning,
+so weights of another network would silently leave the model mostly random.
+:func:`check_weights_fit` turns that into an error naming the file."""
 import os
 
 import torch
@@ -20,7 +24,118 @@ def _atomic_write(path: str, write):
             os.remove(tmp)
 
 
+# Keys a checkpoint may lack or hold in another shape without being for another network:
+# SADA's discriminators (training only: stock detectron2 checkpoints have none), the box
+# predictor (its shape follows the class count: fine-tuning re-initialises it) and the
+# pixel statistics (taken from the config).
+REINITIALISED_PREFIXES = ("sada.", "roi_heads.box_predictor.", "pixel_mean", "pixel_std")
+# Below this fraction of the other keys found in the checkpoint, it is not for this model.
+# An ImageNet backbone (backbone.bottom_up.* only) covers well over half of a Faster R-CNN.
+MIN_KEYS_FOUND = 0.1
+# Above this fraction of the shared keys with another shape, it is another architecture
+# (R-50 weights in an R-18 model: ~27%; another class count or anchor count: under 5%).
+MAX_SHAPE_MISMATCH = 0.2
+
+
+def check_weights_path(path: str, key: str = "MODEL.WEIGHTS"):
+    """A local weights file that does not exist is an error naming the key and the path
+    (fvcore would raise a bare AssertionError). URLs (detectron2://, https://) are left
+    to the path manager, which downloads them."""
+    if path and "://" not in path and not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{key}: weights file {path!r} does not exist (resolved against {os.getcwd()}). "
+            f"Set {key} to a checkpoint file, a detectron2:// URL, or '' to start from random weights."
+        )
+
+
+def _dropped_by_heuristics(missing, unexpected):
+    """Model keys that detectron2's name-matching heuristics (.pkl files) matched and then
+    dropped for their shape: the checkpoint key left over is a dotted suffix of them."""
+    return {m for m in missing if any(m.endswith("." + u) for u in unexpected)}
+
+
+def check_weights_fit(model_keys, incompatible, path: str, strict: bool = False, heuristics: bool = False):
+    """Raise ValueError naming ``path`` when the checkpoint is not for this model.
+
+    ``incompatible`` is what detectron2's ``_load_model`` returns (missing_keys,
+    unexpected_keys, incorrect_shapes). Only keys outside :data:`REINITIALISED_PREFIXES`
+    count. The checkpoint does not fit when under :data:`MIN_KEYS_FOUND` of those keys
+    are in it (nothing or almost nothing loaded: a random state dict, another kind of
+    model), or when over :data:`MAX_SHAPE_MISMATCH` of the keys it shares with the model
+    have another shape (another backbone depth or width). Backbone-only ImageNet weights
+    (FPN, RPN and ROI heads missing) and another class count (box predictor re-shaped)
+    pass, with detectron2's warnings. ``heuristics``: the file was matched by name
+    heuristics (ImageNet .pkl), which drop mis-shaped keys themselves; they are found again
+    by name.
+
+    ``strict`` (evaluation: a re-initialised layer makes the results meaningless): every
+    key but SADA's and the pixel statistics must load."""
+    missing = set(incompatible.missing_keys)
+    if strict:
+        bad = sorted(k for k in missing if not k.startswith(("sada.", "pixel_mean", "pixel_std")))
+        if bad:
+            raise ValueError(
+                f"Weights {path!r} do not fit the model this config builds: {len(bad)} key(s) missing or of another shape, "
+                f"e.g. {bad[:5]}; evaluating would use random weights there. Use the config the checkpoint "
+                "was trained with (MODEL.ROI_HEADS.NUM_CLASSES, MODEL.RESNETS.DEPTH, ...) or other MODEL.WEIGHTS."
+            )
+    keys = [k for k in model_keys if not k.startswith(REINITIALISED_PREFIXES)]
+    if not keys:
+        return
+    mismatched = {k for k, *_ in incompatible.incorrect_shapes}
+    if heuristics:
+        mismatched |= _dropped_by_heuristics(missing, incompatible.unexpected_keys)
+    mismatched = sorted(k for k in mismatched if not k.startswith(REINITIALISED_PREFIXES))
+    loaded = [k for k in keys if k not in missing]
+    found = len(loaded) + len(mismatched)
+    hint = (
+        "Set MODEL.WEIGHTS to weights of this architecture (same MODEL.RESNETS.DEPTH, widths and FPN, "
+        "or ImageNet backbone weights), or use the config the checkpoint was trained with."
+    )
+    if found < MIN_KEYS_FOUND * len(keys):
+        raise ValueError(
+            f"Weights {path!r} do not fit the model this config builds: only {found} of the model's {len(keys)} "
+            f"parameter/buffer keys are in the file (e.g. missing {sorted(missing)[:3]}; checkpoint keys the model "
+            f"lacks: {sorted(incompatible.unexpected_keys)[:3]}). {hint}"
+        )
+    if len(mismatched) > MAX_SHAPE_MISMATCH * found:
+        raise ValueError(
+            f"Weights {path!r} do not fit the model this config builds: {len(mismatched)} of the {found} keys they share "
+            f"with the model have another shape (e.g. {mismatched[:3]}; the warnings above give the shapes): "
+            f"they were saved from another architecture. {hint}"
+        )
+
+
 class AtomicCheckpointer(DetectionCheckpointer):
+    """Also records what each load left out (``last_load``: path and detectron2's
+    incompatible keys) for :meth:`check_last_load`."""
+
+    last_load = None
+
+    def load(self, path, *args, **kwargs):
+        self.last_load = None
+        self._loading = path
+        return super().load(path, *args, **kwargs)
+
+    def _load_file(self, filename):
+        try:
+            return super()._load_file(filename)
+        except Exception as e:
+            raise ValueError(f"cannot read checkpoint {filename!r} ({type(e).__name__}: {e}); is it a torch or detectron2 .pkl file?") from e
+
+    def _load_model(self, checkpoint):
+        heuristics = bool(checkpoint.get("matching_heuristics", False))
+        incompatible = super()._load_model(checkpoint)
+        self.last_load = (self._loading, incompatible, heuristics)
+        return incompatible
+
+    def check_last_load(self, strict: bool = False):
+        """Raise if the last :meth:`load` read weights that do not fit the model (see
+        :func:`check_weights_fit`); nothing loaded (empty path) passes."""
+        if self.last_load is not None:
+            path, incompatible, heuristics = self.last_load
+            check_weights_fit(self.model.state_dict().keys(), incompatible, path, strict=strict, heuristics=heuristics)
+
     def save(self, name: str, **kwargs):
         if not self.save_dir or not self.save_to_disk:
             return

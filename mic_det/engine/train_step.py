@@ -70,12 +70,13 @@ class DomainAdaptiveStep(SimpleTrainer):
         self.pseudo_label_threshold = pseudo_label_threshold
         self.pseudo_label_nms = pseudo_label_nms
         self.amp_dtype = amp_dtype
+        self.device_type = next(model.parameters()).device.type
+        # float16 needs loss scaling against underflow; bfloat16 has float32's range
         use_scaler = amp_dtype == torch.float16
-        self.grad_scaler = torch.amp.GradScaler("cuda", enabled=use_scaler) if use_scaler else None
+        self.grad_scaler = torch.amp.GradScaler(self.device_type) if use_scaler else None
 
     def _autocast(self):
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        return torch.autocast(device, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+        return torch.autocast(self.device_type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
     def run_step(self):
         assert self.model.training, "[DomainAdaptiveStep] model was changed to eval mode!"

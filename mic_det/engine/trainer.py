@@ -14,10 +14,16 @@ from detectron2.utils.events import get_event_storage
 from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
-from ..data.loaders import PairedDataLoader, build_source_loader, build_target_loader, check_class_lists
+from ..data.loaders import (
+    PairedDataLoader,
+    build_source_loader,
+    build_target_loader,
+    build_test_loader,
+    check_class_lists,
+)
 from ..evaluation import DomainAdaptationCOCOEvaluator, format_ap50_table, write_results_json
 from ..modeling.teacher import EMATeacher
-from .checkpoint import AtomicCheckpointer
+from .checkpoint import AtomicCheckpointer, check_weights_path
 from .hooks import BurnInHook, EMATeacherHook, PreemptionHook
 from .train_step import DomainAdaptiveStep
 
@@ -93,6 +99,10 @@ class DomainAdaptiveTrainer(DefaultTrainer):
         if not cfg.DATASETS.TRAIN_TARGET:
             return source
         return PairedDataLoader(source, build_target_loader(cfg, seed))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_test_loader(cfg, dataset_name)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -182,10 +192,19 @@ class DomainAdaptiveTrainer(DefaultTrainer):
     def resume_or_load(self, resume=True):
         """Resume student, teacher, optimizer, scheduler and iteration from the last
         checkpoint in OUTPUT_DIR, or start from MODEL.WEIGHTS (student only; the teacher
-        then starts as a copy of the student)."""
+        then starts as a copy of the student).
+
+        MODEL.WEIGHTS that do not exist, or do not fit the model (another architecture,
+        a random state dict), are errors naming the file: detectron2 would only warn
+        and train from mostly random weights (see ``check_weights_fit``)."""
         if self.teacher is not None:
             self.teacher.restored = False
+        if comm.is_main_process() and not (resume and self.checkpointer.has_checkpoint()):
+            # main only: detectron2 loads on the processes that see the file and
+            # broadcasts from the main one
+            check_weights_path(self.cfg.MODEL.WEIGHTS)
         self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
+        self.checkpointer.check_last_load()
         resumed = resume and self.checkpointer.has_checkpoint()
         if resumed:
             self.start_iter = self.iter + 1
