@@ -68,3 +68,24 @@ def test_two_processes_train_and_write_results_once(tool_env, tiny_mic_config, t
     results = json.loads((tmp_path / "results.json").read_text())
     assert "teacher/synthetic_foggy_val" in results
     assert (tmp_path / "model_final.pth").exists()
+
+
+def test_speed_benchmark_reports_every_mode(tool_env, tiny_mic_config, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "speed.json"
+    p = subprocess.run(
+        [sys.executable, os.path.join(REPO, "tools", "benchmark.py"), "speed", "--config", tiny_mic_config,
+         "--iters", "2", "--warmup", "1", "--out", str(out), "OUTPUT_DIR", str(tmp_path)],
+        env=tool_env, capture_output=True, text=True, timeout=600,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    report = json.loads(out.read_text())
+    modes = report["modes"]
+    assert set(modes) == {"source_only", "sada", "mic"}
+    assert modes["source_only"]["ratio_to_source_only"] == 1.0
+    assert modes["mic"]["ratio_to_sada"] == pytest.approx(
+        modes["mic"]["sec_per_iter_median"] / modes["sada"]["sec_per_iter_median"]
+    )
+    assert modes["mic"]["pseudo_boxes_per_image"] > 0  # the masked pass really ran

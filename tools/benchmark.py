@@ -1,8 +1,14 @@
 #!/usr/bin/env python
-"""Speed and memory of training, measured by running the real trainer.
+"""Accuracy, speed and memory of training, measured by running the real trainer.
 
+    python tools/benchmark.py accuracy [--shifts synthetic,cctv_fog] [--seeds 0,1,2] [--iters N] [--dry-run]
     python tools/benchmark.py speed --config configs/demo_mic.yaml --iters 20 --out speed.json
     python tools/benchmark.py memory --config configs/demo_mic.yaml --iters 300 --out memory.json
+
+`accuracy`: source-only, SADA, MIC and a target-labelled oracle trained with the same
+model and schedule on each domain shift, over several seeds; AP50 mean +- std and the
+fraction of the source-only -> oracle gap each method closes (OUTPUT_DIR/accuracy.json,
+.md, .png). See docs_bench.md and tools/bench_accuracy.py.
 
 `speed`: source-only, SADA and MIC training steps in one process at the same settings
 (same config, data, batch sizes), after warm-up: seconds per iteration, peak memory (host
@@ -24,6 +30,7 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import EventStorage
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_accuracy  # noqa: E402
 import train_net  # noqa: E402
 
 from mic_det.engine import DomainAdaptiveTrainer  # noqa: E402
@@ -49,36 +56,49 @@ def mode_config(base, sada, mic, output_dir):
     return cfg
 
 
-def measure(cfg, warmup, iters):
+def uses_cuda(cfg):
+    return torch.cuda.is_available() and cfg.MODEL.DEVICE.startswith("cuda")
+
+
+def training_steps(cfg, iters, source_only=False):
+    """Build the trainer of ``cfg`` and run ``iters`` of its steps; after each, yield
+    (iteration, seconds the step took, the EventStorage)."""
     seed_all_rng(0)
     trainer = DomainAdaptiveTrainer(cfg)
     trainer.resume_or_load(resume=False)
     step = trainer._trainer
-    if not (cfg.MODEL.SADA.ENABLED or cfg.MIC.ENABLED):
-        step.data_loader = step.data_loader.source  # source-only reads the source stream only
-    cuda = torch.cuda.is_available() and cfg.MODEL.DEVICE.startswith("cuda")
-    process = psutil.Process()
-    peak_rss = 0
-    times = []
+    if source_only:
+        step.data_loader = step.data_loader.source  # reads the source stream only
+    cuda = uses_cuda(cfg)
     with EventStorage(0) as storage:
         trainer.storage = storage
-        for i in range(warmup + iters):
+        for i in range(iters):
             step.iter = storage.iter = i
-            if i == warmup and cuda:
-                torch.cuda.reset_peak_memory_stats()
             if cuda:
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
             step.run_step()
             if cuda:
                 torch.cuda.synchronize()
-            if i >= warmup:
-                times.append(time.perf_counter() - t0)
-            peak_rss = max(peak_rss, process.memory_info().rss)
+            yield i, time.perf_counter() - t0, storage
             storage.step()
-        # MIC only costs its masked pass when pseudo-labels survive: report how many did
-        pseudo = storage.histories().get("mic/pseudo_boxes_per_image")
-        pseudo = pseudo.values()[warmup:] if pseudo is not None else []
+
+
+def measure(cfg, warmup, iters):
+    """Seconds per step and peak memory of ``iters`` steps after ``warmup``."""
+    cuda = uses_cuda(cfg)
+    process = psutil.Process()
+    peak_rss, times, pseudo = 0, [], []
+    source_only = not (cfg.MODEL.SADA.ENABLED or cfg.MIC.ENABLED)
+    for i, seconds, storage in training_steps(cfg, warmup + iters, source_only):
+        if i == warmup - 1 and cuda:
+            torch.cuda.reset_peak_memory_stats()
+        if i >= warmup:
+            times.append(seconds)
+            # MIC only costs its masked pass when pseudo-labels survive: report how many did
+            if "mic/pseudo_boxes_per_image" in storage.latest():
+                pseudo.append(storage.latest()["mic/pseudo_boxes_per_image"][0])
+        peak_rss = max(peak_rss, process.memory_info().rss)
     times.sort()
     out = {
         "sec_per_iter_mean": sum(times) / len(times),
@@ -86,34 +106,23 @@ def measure(cfg, warmup, iters):
         "peak_host_rss_mb": peak_rss / 2**20,
     }
     if pseudo:
-        out["pseudo_boxes_per_image"] = sum(v for v, _ in pseudo) / len(pseudo)
+        out["pseudo_boxes_per_image"] = sum(pseudo) / len(pseudo)
     if cuda:
         out["peak_cuda_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    del trainer, step
     return out
 
 
 def memory_trace(cfg, iters, every):
     """RSS (MB) and CUDA allocated memory every ``every`` iterations of the config."""
-    seed_all_rng(0)
-    trainer = DomainAdaptiveTrainer(cfg)
-    trainer.resume_or_load(resume=False)
-    step = trainer._trainer
-    cuda = torch.cuda.is_available() and cfg.MODEL.DEVICE.startswith("cuda")
     process = psutil.Process()
     samples = []
-    with EventStorage(0) as storage:
-        trainer.storage = storage
-        for i in range(iters):
-            step.iter = storage.iter = i
-            step.run_step()
-            storage.step()
-            if (i + 1) % every == 0:
-                row = {"iter": i + 1, "rss_mb": process.memory_info().rss / 2**20}
-                if cuda:
-                    row["cuda_allocated_mb"] = torch.cuda.memory_allocated() / 2**20
-                samples.append(row)
-                print(", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+    for i, _, _ in training_steps(cfg, iters):
+        if (i + 1) % every == 0:
+            row = {"iter": i + 1, "rss_mb": process.memory_info().rss / 2**20}
+            if uses_cuda(cfg):
+                row["cuda_allocated_mb"] = torch.cuda.memory_allocated() / 2**20
+            samples.append(row)
+            print(", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
     return samples
 
 
@@ -133,7 +142,16 @@ def main():
     mem.add_argument("--every", type=int, default=25)
     mem.add_argument("--out", default="")
     mem.add_argument("opts", nargs=argparse.REMAINDER)
+    acc = sub.add_parser(
+        "accuracy", help="AP50 of source-only / SADA / MIC / oracle over seeds, and the gap each closes",
+        description=bench_accuracy.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bench_accuracy.add_arguments(acc)
     args = parser.parse_args()
+
+    if args.command == "accuracy":
+        args.argv = sys.argv[2:]
+        sys.exit(bench_accuracy.run_benchmark(args))
 
     if args.command == "memory":
         cfg = train_net.load_config(args.config, args.opts)

@@ -1,0 +1,170 @@
+"""The accuracy benchmark (tools/benchmark.py accuracy): the summary arithmetic on
+hand-made results, reuse of finished runs, the commands of a dry run, and one real tiny
+run of two methods that writes the table and the chart."""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+sys.path.insert(0, os.path.join(REPO, "tools"))
+import bench_accuracy as ba  # noqa: E402
+
+BENCHMARK = os.path.join(REPO, "tools", "benchmark.py")
+
+# conftest.tiny_cfg as overrides of the demo model
+TINY = [
+    "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.FC_DIM", "64",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "64", "MODEL.RPN.BATCH_SIZE_PER_IMAGE", "64",
+    "MODEL.RPN.PRE_NMS_TOPK_TRAIN", "200", "MODEL.RPN.POST_NMS_TOPK_TRAIN", "100",
+    "MODEL.RPN.PRE_NMS_TOPK_TEST", "200", "MODEL.RPN.POST_NMS_TOPK_TEST", "100",
+    "MODEL.SADA.IMG_HIDDEN_DIM", "16", "MODEL.SADA.INS_HIDDEN_DIM", "32", "MODEL.SADA.INS_PROPOSALS_PER_IMAGE", "32",
+    "INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.MAX_SIZE_TRAIN", "192", "INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "192",
+    "SOLVER.IMS_PER_BATCH", "2", "SOLVER.IMS_PER_BATCH_TARGET", "2", "DATALOADER.NUM_WORKERS", "0",
+    "TEST.DETECTIONS_PER_IMAGE", "20",
+]
+
+
+def record(method, seed, ap50, shift="synthetic", ds="synthetic_foggy_val"):
+    return {"shift": shift, "method": method, "seed": seed, "datasets": {ds: {"AP50": ap50, "AP": ap50 / 2}}}
+
+
+def test_summary_mean_std_and_gap_closed():
+    records = [record("source_only", s, v) for s, v in zip((0, 1, 2), (10.0, 12.0, 14.0))]
+    records += [record("mic", s, v) for s, v in zip((0, 1, 2), (20.0, 22.0, 24.0))]
+    records += [record("sada", s, v) for s, v in zip((0, 2), (11.0, 13.0))]  # seed 1 missing
+    records += [record("oracle", s, v) for s, v in zip((0, 1, 2), (30.0, 32.0, 34.0))]
+    cells = ba.summarize(records)["synthetic"]["synthetic_foggy_val"]
+    assert cells["source_only"]["mean"] == pytest.approx(12.0)
+    assert cells["source_only"]["std"] == pytest.approx(2.0)  # sample std (n - 1)
+    assert cells["mic"]["gap_closed"] == pytest.approx((22 - 12) / (32 - 12))
+    assert cells["sada"]["n"] == 2 and cells["sada"]["gap_closed"] == pytest.approx(0.0)
+    assert cells["source_only"]["gap_closed"] == 0.0 and cells["oracle"]["gap_closed"] == 1.0
+
+    table = ba.format_table(cells, seeds=[0, 1, 2])
+    rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()[2:]}
+    assert list(rows) == ["source only", "SADA", "MIC (SADA + MIC), teacher", "oracle (target labels)"]
+    assert "22.0 ± 2.0 (3)" in rows["MIC (SADA + MIC), teacher"]
+    assert "20.0 / 22.0 / 24.0" in rows["MIC (SADA + MIC), teacher"] and "| 50 % |" in rows["MIC (SADA + MIC), teacher"]
+    assert "11.0 / – / 13.0" in rows["SADA"]
+
+
+def test_gap_closed_is_na_without_a_gap():
+    assert ba.gap_closed(20.0, 30.0, 30.0) is None  # oracle == source only
+    assert ba.gap_closed(20.0, 30.0, 25.0) is None  # oracle below source only
+    assert ba.gap_closed(None, 10.0, 20.0) is None
+    records = [record("source_only", 0, 30.0), record("mic", 0, 31.0), record("oracle", 0, 29.0)]
+    cells = ba.summarize(records)["synthetic"]["synthetic_foggy_val"]
+    assert all(c["gap_closed"] is None for c in cells.values())
+    table = ba.format_table(cells, seeds=[0])
+    assert all(line.endswith("| n/a |") for line in table.splitlines()[2:])
+    assert "31.0 (n=1)" in table  # one seed: no std
+    assert ba.mean_std([1.0]) == (1.0, None) and ba.mean_std([]) == (None, None)
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser()
+    ba.add_arguments(parser)
+    args = parser.parse_args(argv)
+    args.argv = argv
+    return args
+
+
+def write_results(run, ap50, spec=True):
+    os.makedirs(run.output_dir, exist_ok=True)
+    ds = "synthetic_foggy_val"
+    with open(os.path.join(run.output_dir, "results.json"), "w") as f:
+        json.dump({ds: {"bbox": {"AP": ap50 / 2, "AP50": ap50}}}, f)
+    if spec:
+        with open(os.path.join(run.output_dir, ba.SPEC_FILE), "w") as f:
+            json.dump({"signature": run.signature, "seconds": 1.0}, f)
+
+
+def test_existing_results_are_reused_and_stale_ones_redone(tmp_path):
+    argv = ["--shifts", "synthetic", "--methods", "source_only,oracle", "--seeds", "0,1",
+            "--iters", "8", "--output-dir", str(tmp_path)]
+    runs = ba.build_plan(ba.resolve_paths(parse(argv)))
+    assert [r.key for r in runs] == ["synthetic/source_only/seed0", "synthetic/source_only/seed1",
+                                     "synthetic/oracle/seed0", "synthetic/oracle/seed1"]
+    for run, ap50 in zip(runs, (10.0, 14.0, 30.0, 34.0)):
+        write_results(run, ap50, spec=run.seed == 0)  # seed 1: results.json alone, also reused
+
+    def no_training(command, log_path, env):
+        raise AssertionError(f"should have been reused: {command}")
+
+    assert ba.run_benchmark(parse(argv), launcher=no_training, log=lambda *a: None) == 0
+    report = json.loads((tmp_path / "accuracy.json").read_text())
+    assert all(r["reused"] for r in report["runs"])
+    cells = report["summary"]["synthetic"]["synthetic_foggy_val"]
+    assert cells["source_only"]["values"] == {"0": 10.0, "1": 14.0} and cells["oracle"]["mean"] == 32.0
+    assert "| oracle (target labels) | 32.0 ± 2.8 (2) | 30.0 / 34.0 | 100 % |" in (tmp_path / "accuracy.md").read_text()
+    assert (tmp_path / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # other settings (--iters 4): seed-0 runs, whose record says --iters 8, are redone;
+    # a run interrupted after a checkpoint resumes
+    calls = []
+
+    def fake_training(command, log_path, env):
+        calls.append(command)
+        out = command[command.index("OUTPUT_DIR") + 1]
+        with open(os.path.join(out, "results.json"), "w") as f:
+            json.dump({"synthetic_foggy_val": {"bbox": {"AP": None, "AP50": None}}}, f)  # no detections
+        return 0
+
+    argv4 = [a if a != "8" else "4" for a in argv]
+    runs4 = ba.build_plan(ba.resolve_paths(parse(argv4)))
+    os.remove(os.path.join(runs4[3].output_dir, "results.json"))  # oracle seed1: interrupted ...
+    with open(os.path.join(runs4[3].output_dir, ba.SPEC_FILE), "w") as f:
+        json.dump({"signature": runs4[3].signature, "seconds": 5.0}, f)
+    open(os.path.join(runs4[3].output_dir, "last_checkpoint"), "w").write("model_0000001.pth")  # ... after a checkpoint
+    assert ba.run_benchmark(parse(argv4), launcher=fake_training, log=lambda *a: None) == 0
+    assert [c[c.index("OUTPUT_DIR") + 1] for c in calls] == [runs4[0].output_dir, runs4[2].output_dir, runs4[3].output_dir]
+    assert "SOLVER.MAX_ITER" in calls[0] and calls[0][calls[0].index("SOLVER.MAX_ITER") + 1] == "4"
+    assert "--resume" in calls[2] and "--resume" not in calls[0]
+    report = json.loads((tmp_path / "accuracy.json").read_text())
+    oracle0 = [r for r in report["runs"] if r["method"] == "oracle" and r["seed"] == 0][0]
+    assert oracle0["datasets"]["synthetic_foggy_val"] == {"AP50": 0.0, "AP": 0.0, "no_detections": True}
+
+
+def test_dry_run_lists_the_commands(tmp_path, tool_env):
+    out = tmp_path / "bench"
+    proc = subprocess.run(
+        [sys.executable, BENCHMARK, "accuracy", "--dry-run", "--seeds", "0,1", "--iters", "8", "--output-dir", str(out)],
+        cwd=REPO, env=tool_env, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    commands = [line for line in proc.stdout.splitlines() if "tools/train_net.py" in line]
+    expected = [(shift, method, seed) for shift in ("synthetic", "cctv_fog")
+                for method in ("source_only", "sada", "mic", "oracle") for seed in (0, 1)]
+    assert len(commands) == len(expected)
+    fog_root = os.path.join(tool_env["DETECTRON2_DATASETS"], "cctv_fire_smoke_fog")
+    for line, (shift, method, seed) in zip(commands, expected):
+        assert f"tools/train_net.py --config configs/bench/{shift}_{method}.yaml SOLVER.MAX_ITER 8 " in line
+        assert f" SEED {seed} " in line and line.endswith(f"OUTPUT_DIR {out}/{shift}/{method}/seed{seed}")
+        assert ("TEACHER.BURN_IN_ITERS 5" in line) == (method == "mic")  # 500/800 and 938/1500 of 8
+        assert (f"DATASETS.CUSTOM.cctv_fog_train.ROOT {fog_root}" in line) == (shift == "cctv_fog")
+    assert not out.exists()  # nothing run, nothing written
+
+
+def test_tiny_benchmark_writes_table_and_chart(tmp_path, tool_env):
+    out = tmp_path / "bench"
+    proc = subprocess.run(
+        [sys.executable, BENCHMARK, "accuracy", "--shifts", "synthetic", "--methods", "source_only,oracle",
+         "--seeds", "0", "--iters", "2", "--output-dir", str(out), *TINY],
+        cwd=REPO, env=tool_env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for method in ("source_only", "oracle"):
+        assert (out / "synthetic" / method / "seed0" / "results.json").is_file()
+        assert not (out / "synthetic" / method / "seed0" / "model_0000000.pth").exists()
+    report = json.loads((out / "accuracy.json").read_text())
+    assert [(r["method"], r["seed"]) for r in report["runs"]] == [("source_only", 0), ("oracle", 0)]
+    assert all(isinstance(r["datasets"]["synthetic_foggy_val"]["AP50"], float) for r in report["runs"])
+    table = (out / "accuracy.md").read_text()
+    assert "| source only |" in table and "| oracle (target labels) |" in table and "| SADA |" not in table
+    assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| method | AP50 mean ± std (n) |" in proc.stdout  # the table is printed at the end
