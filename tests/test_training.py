@@ -108,24 +108,6 @@ def test_non_finite_loss_names_term_and_iteration():
     check_losses_finite({"a": torch.tensor(1.0)}, torch.tensor(1.0), 0)  # finite: no error
 
 
-def test_nan_loss_stops_training_with_the_term_named(synthetic, tmp_path):
-    cfg = da_cfg(tmp_path, sada=False, mic=False, max_iter=3)
-    seed_all_rng(0)
-    trainer = DomainAdaptiveTrainer(cfg)
-    trainer.resume_or_load(resume=False)
-    forward = trainer.model.forward
-
-    def poisoned(*args, **kwargs):
-        out = forward(*args, **kwargs)
-        if trainer.iter == 1:
-            out["loss_box_reg"] = out["loss_box_reg"] * float("inf")
-        return out
-
-    trainer.model.forward = poisoned
-    with pytest.raises(FloatingPointError, match=r"iteration 1.*loss_box_reg"):
-        trainer.train()
-
-
 def test_class_lists_must_match(synthetic, tmp_path):
     cfg = da_cfg(tmp_path)
     DatasetCatalog.register("other_classes_train", lambda: [])
