@@ -37,16 +37,27 @@ class EMATeacher(nn.Module):
             raise KeyError(f"student and teacher differ: {sorted(set(s) ^ set(t))[:10]}")
         return [(t[k].data, s[k].detach()) for k in t]
 
+    def _split_pairs(self, student: nn.Module):
+        """(teacher floats, student floats, integer pairs), built once per student: the
+        update runs every step, and parameters and buffers are updated in place, so the
+        same tensors stay valid."""
+        # keyed by id: storing the student itself would register it as a submodule
+        if getattr(self, "_split_for", None) != id(student):
+            pairs = self._pairs(student)
+            self._split = (
+                [t for t, _ in pairs if t.is_floating_point()],
+                [s for t, s in pairs if t.is_floating_point()],
+                [(t, s) for t, s in pairs if not t.is_floating_point()],
+            )
+            self._split_for = id(student)
+        return self._split
+
     @torch.no_grad()
     def update(self, student: nn.Module, alpha: float):
         """teacher = alpha * teacher + (1 - alpha) * student (integer buffers copied)."""
-        floats_t, floats_s = [], []
-        for t, s in self._pairs(student):
-            if t.is_floating_point():
-                floats_t.append(t)
-                floats_s.append(s)
-            else:
-                t.copy_(s)
+        floats_t, floats_s, integers = self._split_pairs(student)
+        for t, s in integers:
+            t.copy_(s)
         torch._foreach_mul_(floats_t, alpha)
         torch._foreach_add_(floats_t, floats_s, alpha=1.0 - alpha)
 
