@@ -168,3 +168,47 @@ def test_tiny_benchmark_writes_table_and_chart(tmp_path, tool_env):
     assert "| source only |" in table and "| oracle (target labels) |" in table and "| SADA |" not in table
     assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| method | AP50 mean ± std (n) |" in proc.stdout  # the table is printed at the end
+
+
+def test_mixed_precision_method_compared_seed_by_seed():
+    records = [record("mic", s, v) for s, v in zip((0, 1, 2), (90.0, 92.0, 94.0))]
+    records += [record("mic_amp", s, v) for s, v in zip((0, 2), (91.0, 93.0))]  # seed 1 missing
+    for r in records:
+        r["student"] = {"synthetic_foggy_val": {"AP50": r["datasets"]["synthetic_foggy_val"]["AP50"] - 1}}
+    records += [record("source_only", 0, 80.0), record("oracle", 0, 100.0)]
+    cells = ba.summarize(records)["synthetic"]["synthetic_foggy_val"]
+    table = ba.format_table(cells, seeds=[0, 1, 2])
+    rows = [line.split(" | ")[0].strip("| ") for line in table.splitlines()[2:]]
+    assert rows == ["source only", "MIC (SADA + MIC), teacher", "MIC, mixed precision (bf16), teacher",
+                    "oracle (target labels)"]
+    # differences over the seeds both have (0: +1, 2: -1), judged against fp32's spread there
+    line = ba.amp_comparison(cells)
+    assert "seeds 0, 2" in line and "difference +0.0 ± 1.4" in line and "+1.0 / -1.0" in line
+    assert "fp32 runs: 2.8." in line
+    assert ba.amp_comparison({"mic": cells["mic"]}) is None
+    md = ba.format_markdown(ba.summarize(records), records, {
+        "seeds": [0, 1, 2], "command": "x", "iters": {"synthetic": 8}})
+    assert "MIC student (not the reported model): AP50 91.0 ± 2.0 (3)." in md
+    assert "MIC, mixed precision (bf16), student (not the reported model): AP50 91.0 ± 1.4 (2)." in md
+    assert line in md
+
+
+def test_mixed_precision_config_differs_from_mic_only_in_amp(tmp_path):
+    fp32 = ba.read_config("configs/bench/synthetic_mic.yaml")
+    amp = ba.read_config("configs/bench/synthetic_mic_amp.yaml")
+    assert not fp32.SOLVER.AMP.ENABLED and amp.SOLVER.AMP.ENABLED
+    assert amp.SOLVER.AMP.PRECISION == "bfloat16"
+    fp32.SOLVER.AMP.ENABLED, fp32.OUTPUT_DIR = True, amp.OUTPUT_DIR
+    assert fp32.dump() == amp.dump()
+
+    # asked on both shifts: planned where a config exists, said to be left out elsewhere
+    lines = []
+    args = parse(["--shifts", "synthetic,cctv_fog", "--methods", "mic_amp", "--seeds", "0",
+                  "--dry-run", "--output-dir", str(tmp_path)])
+    assert ba.run_benchmark(args, log=lines.append) == 0
+    commands = [line for line in lines if "tools/train_net.py" in line]
+    assert len(commands) == 1 and "--config configs/bench/synthetic_mic_amp.yaml" in commands[0]
+    assert "# cctv_fog/mic_amp: no config for this method on this shift, left out" in lines
+    with pytest.raises(SystemExit, match="nothing to run"):
+        ba.run_benchmark(parse(["--shifts", "cctv_fog", "--methods", "mic_amp", "--dry-run",
+                                "--output-dir", str(tmp_path)]), log=lines.append)

@@ -294,3 +294,36 @@ def test_visualize_curves(tmp_path):
     assert image is not None and image.shape[0] >= 600 and image.shape[1] >= 1000 and image.std() > 10
     with pytest.raises(SystemExit, match="metrics.json"):
         visualize.main(["curves", "--output-dir", str(tmp_path / "nothing")])
+
+
+def test_reference_speed_config_differs_from_cs2foggy_mic_only_where_it_says():
+    """configs/bench/speed_reference.yaml stands in for the Cityscapes run when timing a
+    GPU: it must keep the model, input size, batch and MIC settings of cs2foggy_mic.yaml
+    and change only what its comment lists."""
+    from detectron2.config import get_cfg
+
+    from mic_det import add_mic_config
+
+    def load(path):
+        cfg = get_cfg()
+        add_mic_config(cfg)
+        cfg.merge_from_file(os.path.join(REPO, path))
+        return cfg
+
+    ref, speed = load("configs/cs2foggy_mic.yaml"), load("configs/bench/speed_reference.yaml")
+    changed = {
+        "MODEL.WEIGHTS": "", "MODEL.RESNETS.NORM": "BN", "MODEL.ROI_HEADS.NUM_CLASSES": 3,
+        "DATASETS.TRAIN": ("synthetic_clear_train",), "DATASETS.TRAIN_TARGET": ("synthetic_foggy_train",),
+        "DATASETS.TEST": ("synthetic_foggy_val",), "MIC.PSEUDO_LABEL_THRESHOLD": 0.0,
+        "OUTPUT_DIR": "output/speed_reference",
+    }
+    for key, value in changed.items():
+        node, leaf = key.rsplit(".", 1) if "." in key else ("", key)
+        target = ref
+        for part in filter(None, node.split(".")):
+            target = target[part]
+        assert target[leaf] != value, key  # really a change
+        target[leaf] = value
+    assert ref.dump() == speed.dump()
+    assert (speed.INPUT.MIN_SIZE_TRAIN, speed.INPUT.MAX_SIZE_TRAIN) == ((800,), 1600)
+    assert (speed.SOLVER.IMS_PER_BATCH, speed.SOLVER.IMS_PER_BATCH_TARGET) == (1, 1)

@@ -1,6 +1,6 @@
 """Accuracy benchmark: how much of the source-only -> oracle gap each UDA method closes.
 
-Run through ``tools/benchmark.py accuracy`` (documented in docs_bench.md)::
+Run through ``tools/benchmark.py accuracy`` (documented in the README, "Accuracy benchmark")::
 
     python tools/benchmark.py accuracy [--shifts synthetic,cctv_fog] [--methods source_only,sada,mic,oracle]
         [--seeds 0,1,2] [--iters N] [--output-dir output/bench_accuracy] [--dry-run] [--force]
@@ -34,11 +34,16 @@ from typing import Callable, Dict, List, Optional, Sequence
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_NET = os.path.join("tools", "train_net.py")  # run with cwd = REPO
 
-METHODS = ("source_only", "sada", "mic", "oracle")
+METHODS = ("source_only", "sada", "mic", "oracle")  # the default set
+# Opt-in: MIC with mixed precision (SOLVER.AMP.ENABLED, bf16), to check that AMP costs no
+# accuracy beyond the seed spread. Only shifts that have configs/bench/<shift>_mic_amp.yaml.
+ALL_METHODS = ("source_only", "sada", "mic", "mic_amp", "oracle")  # also the table order
+MIC_METHODS = ("mic", "mic_amp")  # reported model: the EMA teacher
 METHOD_LABELS = {
     "source_only": "source only",
     "sada": "SADA",
     "mic": "MIC (SADA + MIC), teacher",
+    "mic_amp": "MIC, mixed precision (bf16), teacher",
     "oracle": "oracle (target labels)",
 }
 DEFAULT_SEEDS = (0, 1, 2)
@@ -81,6 +86,7 @@ class Shift:
     name: str
     description: str
     train: str  # human-readable: what each method trains on
+    methods: tuple = METHODS  # the methods this shift has configs for
     configs: Dict[str, str] = field(default_factory=dict)  # method -> config, relative to REPO
 
     def config(self, method: str) -> str:
@@ -94,6 +100,7 @@ SHIFTS = {
         "demo model (Base-Demo-R18-FPN.yaml, 160x320 input)",
         "source: synthetic_clear_train (labelled); target: synthetic_foggy_train (unlabelled; "
         "labelled for the oracle); test: synthetic_foggy_val",
+        methods=ALL_METHODS,
     ),
     "cctv_fog": Shift(
         "cctv_fog",
@@ -191,10 +198,16 @@ def check_extra_opts(opts: Sequence[str]) -> None:
             raise SystemExit(f"error: {key} is set by the benchmark (use --output-dir / --seeds)")
 
 
+def skipped_pairs(args) -> List[str]:
+    """``shift/method`` pairs asked for that the shift has no config for (e.g. mic_amp on
+    cctv_fog): left out of the plan, and said so."""
+    return [f"{s}/{m}" for s in args.shifts for m in args.methods if m not in SHIFTS[s].methods]
+
+
 def build_plan(args) -> List[Run]:
     runs = []
     for shift in args.shifts:
-        for method in args.methods:
+        for method in [m for m in args.methods if m in SHIFTS[shift].methods]:
             config = SHIFTS[shift].config(method)
             cfg = read_config(config)
             sched = schedule_overrides(cfg, args.iters)
@@ -306,7 +319,7 @@ def read_run(run: Run, reused: bool) -> dict:
     test_sets = list(read_config(run.config).DATASETS.TEST)
     record = {**_run_header(run), "reused": reused, "seconds": spec.get("seconds"), "datasets": {}}
     for ds in test_sets:
-        if run.method == "mic":
+        if run.method in MIC_METHODS:
             record["datasets"][ds] = _bbox(results.get(f"teacher/{ds}"))
             record.setdefault("student", {})[ds] = _bbox(results.get(f"student/{ds}"))
             if f"burn_in/{ds}" in results:
@@ -364,6 +377,23 @@ def summarize(records: Sequence[dict], metric: str = "AP50") -> Dict[str, Dict[s
     return out
 
 
+def amp_comparison(methods: Dict[str, dict]) -> Optional[str]:
+    """One sentence comparing mic_amp with mic over the seeds both finished: the mean of
+    the per-seed differences (same seed = same data order and masks), their spread, and
+    the fp32 runs' own seed spread to judge it against."""
+    fp32, amp = methods.get("mic", {}).get("values", {}), methods.get("mic_amp", {}).get("values", {})
+    seeds = sorted(set(fp32) & set(amp), key=int)
+    if not seeds:
+        return None
+    diffs = [amp[s] - fp32[s] for s in seeds]
+    d_mean, d_std = mean_std(diffs)
+    _, spread = mean_std([fp32[s] for s in seeds])
+    return (f"Mixed precision vs fp32 (MIC teacher, seeds {', '.join(seeds)}): AP50 difference "
+            f"{d_mean:+.1f}" + ("" if d_std is None else f" ± {d_std:.1f}") + " (bf16 − fp32, per seed: "
+            + " / ".join(f"{d:+.1f}" for d in diffs) + "); seed spread (std) of the fp32 runs: "
+            + _fmt(spread) + ".")
+
+
 def _fmt(v: Optional[float], digits: int = 1) -> str:
     return "n/a" if v is None else f"{v:.{digits}f}"
 
@@ -374,7 +404,7 @@ def format_table(methods: Dict[str, dict], seeds: Sequence[int], metric: str = "
         f"| method | {metric} mean ± std (n) | per seed ({seed_list}) | gap closed |",
         "|---|---|---|---|",
     ]
-    for method in [m for m in METHODS if m in methods] + [m for m in methods if m not in METHODS]:
+    for method in [m for m in ALL_METHODS if m in methods] + [m for m in methods if m not in ALL_METHODS]:
         cell = methods[method]
         if cell["mean"] is None:
             main = f"n/a (0)"
@@ -412,13 +442,18 @@ def format_markdown(summary, records, settings) -> str:
         for i, (ds, methods) in enumerate(datasets.items()):
             parts += ["", f"### {ds}" + (" (headline)" if i == 0 and len(datasets) > 1 else ""), ""]
             parts.append(format_table(methods, seeds))
-            students = [r["student"][ds]["AP50"] for r in records
-                        if r.get("shift") == shift and r.get("method") == "mic"
-                        and (r.get("student") or {}).get(ds) and r["student"][ds].get("AP50") is not None]
-            if students:
-                m, s = mean_std(students)
-                parts += ["", f"MIC student (not the reported model): AP50 {_fmt(m)}"
-                          + ("" if s is None else f" ± {s:.1f}") + f" ({len(students)})."]
+            for method in (m for m in MIC_METHODS if m in methods):
+                students = [r["student"][ds]["AP50"] for r in records
+                            if r.get("shift") == shift and r.get("method") == method
+                            and (r.get("student") or {}).get(ds) and r["student"][ds].get("AP50") is not None]
+                if students:
+                    m, s = mean_std(students)
+                    who = "MIC student" if method == "mic" else f"{METHOD_LABELS[method].rsplit(', teacher', 1)[0]}, student"
+                    parts += ["", f"{who} (not the reported model): AP50 {_fmt(m)}"
+                              + ("" if s is None else f" ± {s:.1f}") + f" ({len(students)})."]
+            amp = amp_comparison(methods)
+            if amp:
+                parts += ["", amp]
     failed = [r for r in records if r.get("error")]
     if failed:
         parts += ["", "Failed runs (left out above):", ""] + [f"- {r['shift']}/{r['method']}/seed{r['seed']}: {r['error']}" for r in failed]
@@ -436,7 +471,7 @@ def plot(summary, path: str, metric: str = "AP50") -> None:
     fig, axes = plt.subplots(1, max(1, len(shifts)), figsize=(5.5 * max(1, len(shifts)), 4.2), squeeze=False)
     for ax, shift in zip(axes[0], shifts):
         datasets = list(summary[shift])
-        methods = [m for m in METHODS if any(m in summary[shift][d] for d in datasets)]
+        methods = [m for m in ALL_METHODS if any(m in summary[shift][d] for d in datasets)]
         width = 0.8 / max(1, len(datasets))
         for j, ds in enumerate(datasets):
             xs, means, stds = [], [], []
@@ -455,7 +490,8 @@ def plot(summary, path: str, metric: str = "AP50") -> None:
                    if c["mean"] is not None] + [1.0])
         ax.set_ylim(0, top * 1.25)
         ax.set_xticks(range(len(methods)))
-        ax.set_xticklabels([{"mic": "mic (teacher)"}.get(m, m.replace("_", " ")) for m in methods])
+        ax.set_xticklabels([{"mic": "mic (teacher)", "mic_amp": "mic bf16\n(teacher)"}.get(m, m.replace("_", " "))
+                            for m in methods])
         ax.set_ylabel(f"{metric} (%)")
         ax.set_title(shift)
         ax.legend(fontsize=7, loc="upper left")
@@ -577,8 +613,9 @@ def _csv(kind, choices=None):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shifts", type=_csv(str, tuple(SHIFTS)), default=",".join(SHIFTS),
                         help="comma-separated (default %(default)s)")
-    parser.add_argument("--methods", type=_csv(str, METHODS), default=",".join(METHODS),
-                        help="comma-separated (default %(default)s)")
+    parser.add_argument("--methods", type=_csv(str, ALL_METHODS), default=",".join(METHODS),
+                        help="comma-separated, from " + ", ".join(ALL_METHODS) + " (default %(default)s; "
+                        "mic_amp = MIC with SOLVER.AMP.ENABLED, synthetic shift only)")
     parser.add_argument("--seeds", type=_csv(int), default=",".join(map(str, DEFAULT_SEEDS)),
                         help="comma-separated values of cfg.SEED (default %(default)s)")
     parser.add_argument("--iters", type=int, default=None,
@@ -625,6 +662,10 @@ def run_benchmark(args, launcher: Callable = subprocess_launcher, log=_print) ->
     check_extra_opts(args.opts)
     resolve_paths(args)
     runs = build_plan(args)
+    for pair in skipped_pairs(args):
+        log(f"# {pair}: no config for this method on this shift, left out")
+    if not runs:
+        raise SystemExit("error: nothing to run for these --shifts / --methods")
     env = dict(os.environ, DETECTRON2_DATASETS=datasets_root())
 
     if "cctv_fog" in args.shifts:
@@ -653,7 +694,7 @@ def run_benchmark(args, launcher: Callable = subprocess_launcher, log=_print) ->
             log(f"    {ap} ({rec['seconds']:.0f} s)")
 
     summary = summarize([r for r in records if not r.get("error")])
-    iters = {s: args.iters or read_config(SHIFTS[s].config(args.methods[0])).SOLVER.MAX_ITER for s in args.shifts}
+    iters = {r.shift: args.iters or read_config(r.config).SOLVER.MAX_ITER for r in runs}
     settings = {
         "command": shlex.join(["python", "tools/benchmark.py", "accuracy", *getattr(args, "argv", [])]),
         "shifts": args.shifts, "methods": args.methods, "seeds": args.seeds, "iters": iters,
