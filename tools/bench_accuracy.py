@@ -19,6 +19,7 @@ Outputs in OUTPUT_DIR: ``accuracy.json`` (every run, and the summary), ``accurac
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -204,18 +205,28 @@ def skipped_pairs(args) -> List[str]:
     return [f"{s}/{m}" for s in args.shifts for m in args.methods if m not in SHIFTS[s].methods]
 
 
+def config_digest(cfg) -> str:
+    """sha256 of the merged config (YAML files and their _BASE_s), so that editing a
+    benchmark config makes its finished runs stale instead of silently reused."""
+    return hashlib.sha256(cfg.dump().encode()).hexdigest()
+
+
 def build_plan(args) -> List[Run]:
+    """One run per (shift, seed, method), seed by seed: an interrupted benchmark has every
+    method at the same number of seeds, so its partial tables compare like with like."""
     runs = []
     for shift in args.shifts:
-        for method in [m for m in args.methods if m in SHIFTS[shift].methods]:
-            config = SHIFTS[shift].config(method)
-            cfg = read_config(config)
-            sched = schedule_overrides(cfg, args.iters)
-            data = data_overrides(cfg, shift, args.cctv_root, args.fog_root)
-            for seed in args.seeds:
+        methods = [m for m in args.methods if m in SHIFTS[shift].methods]
+        cfgs = {m: read_config(SHIFTS[shift].config(m)) for m in methods}
+        for seed in args.seeds:
+            for method in methods:
+                config, cfg = SHIFTS[shift].config(method), cfgs[method]
+                sched = schedule_overrides(cfg, args.iters)
+                data = data_overrides(cfg, shift, args.cctv_root, args.fog_root)
                 out = os.path.join(args.output_dir, shift, method, f"seed{seed}")
                 signature = {
                     "config": config,
+                    "config_sha256": config_digest(cfg),
                     "seed": seed,
                     "schedule": sched,
                     "extra_opts": list(args.opts),
