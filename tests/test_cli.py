@@ -94,13 +94,17 @@ def test_speed_benchmark_reports_every_mode(tool_env, tiny_mic_config, tmp_path)
     out = tmp_path / "speed.json"
     p = subprocess.run(
         [sys.executable, os.path.join(REPO, "tools", "benchmark.py"), "speed", "--config", tiny_mic_config,
-         "--iters", "2", "--warmup", "1", "--out", str(out), "OUTPUT_DIR", str(tmp_path)],
+         "--iters", "2", "--warmup", "1", "--modes", "source_only,sada,mic,mic_amp", "--out", str(out),
+         "OUTPUT_DIR", str(tmp_path)],
         env=tool_env, capture_output=True, text=True, timeout=600,
     )
     assert p.returncode == 0, p.stderr[-3000:]
     report = json.loads(out.read_text())
     modes = report["modes"]
-    assert set(modes) == {"source_only", "sada", "mic"}
+    assert set(modes) == {"source_only", "sada", "mic", "mic_amp"}
+    assert modes["mic"]["amp"] is None and modes["mic_amp"]["amp"] == "bfloat16"
+    assert modes["mic_amp"]["ratio_to_mic"] == pytest.approx(
+        modes["mic_amp"]["sec_per_iter_median"] / modes["mic"]["sec_per_iter_median"])
     assert modes["source_only"]["ratio_to_source_only"] == 1.0
     assert modes["mic"]["ratio_to_sada"] == pytest.approx(
         modes["mic"]["sec_per_iter_median"] / modes["sada"]["sec_per_iter_median"]

@@ -39,14 +39,18 @@ MODES = {
     "source_only": dict(sada=False, mic=False),
     "sada": dict(sada=True, mic=False),
     "mic": dict(sada=True, mic=True),
+    # MIC with mixed precision (SOLVER.AMP.PRECISION, bfloat16 by default), to time AMP
+    # against fp32 MIC in the same process: --modes sada,mic,mic_amp
+    "mic_amp": dict(sada=True, mic=True, amp=True),
 }
 
 
-def mode_config(base, sada, mic, output_dir):
+def mode_config(base, sada, mic, output_dir, amp=False):
     cfg = base.clone()
     cfg.defrost()
     cfg.MODEL.SADA.ENABLED = sada
     cfg.MIC.ENABLED = mic
+    cfg.SOLVER.AMP.ENABLED = cfg.SOLVER.AMP.ENABLED or amp
     cfg.TEACHER.BURN_IN_ITERS = 0
     cfg.TEST.EVAL_MODEL = "both" if mic else "student"
     cfg.TEST.EVAL_PERIOD = 0
@@ -133,7 +137,8 @@ def main():
     speed.add_argument("--config", required=True)
     speed.add_argument("--iters", type=int, default=20)
     speed.add_argument("--warmup", type=int, default=5)
-    speed.add_argument("--modes", default="source_only,sada,mic")
+    speed.add_argument("--modes", default="source_only,sada,mic",
+                       help="comma-separated, from " + ", ".join(MODES) + " (default %(default)s)")
     speed.add_argument("--out", default="")
     speed.add_argument("opts", nargs=argparse.REMAINDER)
     mem = sub.add_parser("memory", help="host (and CUDA) memory over many iterations")
@@ -173,15 +178,22 @@ def main():
 
     base = train_net.load_config(args.config, args.opts)
     results = {}
-    for name in args.modes.split(","):
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        sys.exit(f"error: --modes: unknown {unknown}; choose from {', '.join(MODES)}")
+    for name in modes:
         cfg = mode_config(base, **MODES[name], output_dir=os.path.join(base.OUTPUT_DIR, f"bench_{name}"))
         results[name] = measure(cfg, args.warmup, args.iters)
+        results[name]["amp"] = cfg.SOLVER.AMP.PRECISION if cfg.SOLVER.AMP.ENABLED else None
         print(f"{name:12s} {results[name]['sec_per_iter_median']:.3f} s/iter (median of {args.iters})", flush=True)
     for name, r in results.items():
         if "source_only" in results:
             r["ratio_to_source_only"] = r["sec_per_iter_median"] / results["source_only"]["sec_per_iter_median"]
         if "sada" in results:
             r["ratio_to_sada"] = r["sec_per_iter_median"] / results["sada"]["sec_per_iter_median"]
+        if "mic" in results and name == "mic_amp":
+            r["ratio_to_mic"] = r["sec_per_iter_median"] / results["mic"]["sec_per_iter_median"]
     report = {
         "config": args.config,
         "overrides": args.opts,
