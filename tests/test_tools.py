@@ -300,17 +300,10 @@ def test_reference_speed_config_differs_from_cs2foggy_mic_only_where_it_says():
     """configs/bench/speed_reference.yaml stands in for the Cityscapes run when timing a
     GPU: it must keep the model, input size, batch and MIC settings of cs2foggy_mic.yaml
     and change only what its comment lists."""
-    from detectron2.config import get_cfg
+    import train_net
 
-    from mic_det import add_mic_config
-
-    def load(path):
-        cfg = get_cfg()
-        add_mic_config(cfg)
-        cfg.merge_from_file(os.path.join(REPO, path))
-        return cfg
-
-    ref, speed = load("configs/cs2foggy_mic.yaml"), load("configs/bench/speed_reference.yaml")
+    ref, speed = (train_net.load_config(os.path.join(REPO, p), []) for p in
+                  ("configs/cs2foggy_mic.yaml", "configs/bench/speed_reference.yaml"))
     changed = {
         "MODEL.WEIGHTS": "", "MODEL.RESNETS.NORM": "BN", "MODEL.ROI_HEADS.NUM_CLASSES": 3,
         "DATASETS.TRAIN": ("synthetic_clear_train",), "DATASETS.TRAIN_TARGET": ("synthetic_foggy_train",),

@@ -40,6 +40,7 @@ METHODS = ("source_only", "sada", "mic", "oracle")  # the default set
 # accuracy beyond the seed spread. Only shifts that have configs/bench/<shift>_mic_amp.yaml.
 ALL_METHODS = ("source_only", "sada", "mic", "mic_amp", "oracle")  # also the table order
 MIC_METHODS = ("mic", "mic_amp")  # reported model: the EMA teacher
+STUDENT_LABELS = {"mic": "MIC student", "mic_amp": "MIC, mixed precision (bf16), student"}
 METHOD_LABELS = {
     "source_only": "source only",
     "sada": "SADA",
@@ -122,6 +123,8 @@ class Run:
     opts: List[str]  # KEY VALUE overrides, OUTPUT_DIR included
     output_dir: str  # absolute
     signature: dict  # what must match for an existing results.json to be reused
+    test_sets: List[str]  # DATASETS.TEST of the config: what results.json is read for
+    iters: int  # SOLVER.MAX_ITER the run trains for
 
     @property
     def key(self) -> str:
@@ -234,7 +237,8 @@ def build_plan(args) -> List[Run]:
                     if shift == "cctv_fog" else None,
                 }
                 opts = [*sched, "SEED", str(seed), *data, *args.opts, "OUTPUT_DIR", out]
-                runs.append(Run(shift, method, seed, config, opts, out, signature))
+                runs.append(Run(shift, method, seed, config, opts, out, signature,
+                                list(cfg.DATASETS.TEST), args.iters or cfg.SOLVER.MAX_ITER))
     return runs
 
 
@@ -327,9 +331,8 @@ def read_run(run: Run, reused: bool) -> dict:
     results = load_json(os.path.join(run.output_dir, RESULTS_FILE))
     spec_path = os.path.join(run.output_dir, SPEC_FILE)
     spec = load_json(spec_path) if os.path.isfile(spec_path) else {}
-    test_sets = list(read_config(run.config).DATASETS.TEST)
     record = {**_run_header(run), "reused": reused, "seconds": spec.get("seconds"), "datasets": {}}
-    for ds in test_sets:
+    for ds in run.test_sets:
         if run.method in MIC_METHODS:
             record["datasets"][ds] = _bbox(results.get(f"teacher/{ds}"))
             record.setdefault("student", {})[ds] = _bbox(results.get(f"student/{ds}"))
@@ -459,8 +462,7 @@ def format_markdown(summary, records, settings) -> str:
                             and (r.get("student") or {}).get(ds) and r["student"][ds].get("AP50") is not None]
                 if students:
                     m, s = mean_std(students)
-                    who = "MIC student" if method == "mic" else f"{METHOD_LABELS[method].rsplit(', teacher', 1)[0]}, student"
-                    parts += ["", f"{who} (not the reported model): AP50 {_fmt(m)}"
+                    parts += ["", f"{STUDENT_LABELS[method]} (not the reported model): AP50 {_fmt(m)}"
                               + ("" if s is None else f" ± {s:.1f}") + f" ({len(students)})."]
             amp = amp_comparison(methods)
             if amp:
@@ -705,7 +707,7 @@ def run_benchmark(args, launcher: Callable = subprocess_launcher, log=_print) ->
             log(f"    {ap} ({rec['seconds']:.0f} s)")
 
     summary = summarize([r for r in records if not r.get("error")])
-    iters = {r.shift: args.iters or read_config(r.config).SOLVER.MAX_ITER for r in runs}
+    iters = {r.shift: r.iters for r in runs}
     settings = {
         "command": shlex.join(["python", "tools/benchmark.py", "accuracy", *getattr(args, "argv", [])]),
         "shifts": args.shifts, "methods": args.methods, "seeds": args.seeds, "iters": iters,
