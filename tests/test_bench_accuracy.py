@@ -131,6 +131,37 @@ def test_existing_results_are_reused_and_stale_ones_redone(tmp_path):
     assert oracle0["datasets"]["synthetic_foggy_val"] == {"AP50": 0.0, "AP": 0.0, "no_detections": True}
 
 
+def test_report_only_summarises_finished_runs_and_trains_nothing(tmp_path):
+    argv = ["--shifts", "synthetic", "--methods", "source_only,mic,oracle", "--seeds", "0,1",
+            "--iters", "8", "--output-dir", str(tmp_path)]
+    runs = ba.build_plan(ba.resolve_paths(parse(argv)))
+    done = {"synthetic/source_only/seed0": 10.0, "synthetic/oracle/seed0": 30.0, "synthetic/source_only/seed1": 14.0}
+    for run in runs:
+        if run.key in done:
+            write_results(run, done[run.key])
+    running = [r for r in runs if r.key == "synthetic/mic/seed1"][0]  # still training: spec, no results.json
+    os.makedirs(running.output_dir)
+    with open(os.path.join(running.output_dir, ba.SPEC_FILE), "w") as f:
+        json.dump({"signature": running.signature, "seconds": 1.0}, f)
+
+    def no_training(command, log_path, env):
+        raise AssertionError(f"--report-only must not train: {command}")
+
+    logged = []
+    assert ba.run_benchmark(parse(argv + ["--report-only"]), launcher=no_training, log=logged.append) == 0
+    report = json.loads((tmp_path / "accuracy.json").read_text())
+    assert sorted(r["method"] + str(r["seed"]) for r in report["runs"]) == ["oracle0", "source_only0", "source_only1"]
+    assert report["settings"]["unfinished"] == ["synthetic/mic/seed0", "synthetic/mic/seed1", "synthetic/oracle/seed1"]
+    assert "--report-only" not in report["settings"]["command"]  # the command that makes the runs
+    md = (tmp_path / "accuracy.md").read_text()
+    assert "| source only | 12.0 ± 2.8 (2) | 10.0 / 14.0 | 0 % |" in md
+    assert "| oracle (target labels) | 30.0 (n=1) | 30.0 / – | 100 % |" in md
+    assert "- synthetic/mic/seed1" in md.split("Not finished yet")[1]
+    assert os.listdir(running.output_dir) == [ba.SPEC_FILE]  # the running one untouched
+    with pytest.raises(SystemExit, match="--report-only"):
+        ba.run_benchmark(parse(argv + ["--report-only", "--force"]), launcher=no_training, log=logged.append)
+
+
 def test_editing_a_config_makes_its_finished_runs_stale(tmp_path, monkeypatch):
     config = tmp_path / "edited.yaml"
     config.write_text(f"_BASE_: {os.path.join(REPO, 'configs', 'bench', 'synthetic_source_only.yaml')}\n")

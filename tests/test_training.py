@@ -56,6 +56,18 @@ def test_paired_loader_pairs_source_with_unlabelled_target(synthetic, tmp_path):
     assert all("foggy" in x["file_name"] for x in target) and all("clear" in x["file_name"] for x in source)
 
 
+def test_loaders_pin_memory_only_for_a_gpu_model(synthetic, tmp_path, monkeypatch):
+    cfg = da_cfg(tmp_path)
+    loader = DomainAdaptiveTrainer.build_train_loader(cfg)
+    assert not loader.source.pin_memory and not loader.target.pin_memory  # MODEL.DEVICE cpu
+    cfg.MODEL.DEVICE = "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert not DomainAdaptiveTrainer.build_train_loader(cfg).source.pin_memory  # asked for, not there
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    loader = DomainAdaptiveTrainer.build_train_loader(cfg)
+    assert loader.source.pin_memory and loader.target.pin_memory
+
+
 def test_target_annotations_never_reach_a_loss(synthetic, tmp_path):
     cfg = da_cfg(tmp_path / "a")
     clean = train(cfg).storage.history

@@ -4,7 +4,7 @@ Run through ``tools/benchmark.py accuracy`` (documented in the README, "Accuracy
 
     python tools/benchmark.py accuracy [--shifts synthetic,cctv_fog] [--methods source_only,sada,mic,oracle]
         [--seeds 0,1,2] [--iters N] [--output-dir output/bench_accuracy] [--dry-run] [--force]
-        [--cctv-root DIR] [--fog-beta 0.15] [--fog-horizon -0.5] [KEY VALUE ...]
+        [--cctv-root DIR] [--fog-beta 0.15] [--fog-horizon -0.5] [--report-only] [KEY VALUE ...]
 
 Every (shift, method, seed) is one ordinary ``tools/train_net.py`` run of
 ``configs/bench/<shift>_<method>.yaml`` into ``OUTPUT_DIR/<shift>/<method>/seed<k>/``, a
@@ -12,6 +12,7 @@ subprocess whose ``results.json`` is read back. Trailing ``KEY VALUE`` pairs go 
 run (after the benchmark's own overrides). A run whose folder already holds a
 ``results.json`` made with the same settings is reused, so an interrupted benchmark
 resumes; a run stopped half-way resumes from its last checkpoint; ``--force`` redoes all.
+``--report-only`` trains nothing and reports the runs that have finished.
 
 Outputs in OUTPUT_DIR: ``accuracy.json`` (every run, and the summary), ``accuracy.md``
 (one table per shift and test set) and ``accuracy.png`` (bar chart, error bars = std).
@@ -467,6 +468,9 @@ def format_markdown(summary, records, settings) -> str:
             amp = amp_comparison(methods)
             if amp:
                 parts += ["", amp]
+    if settings.get("unfinished"):
+        parts += ["", "Not finished yet (left out above; the command resumes them):", ""] + [
+            f"- {key}" for key in settings["unfinished"]]
     failed = [r for r in records if r.get("error")]
     if failed:
         parts += ["", "Failed runs (left out above):", ""] + [f"- {r['shift']}/{r['method']}/seed{r['seed']}: {r['error']}" for r in failed]
@@ -637,6 +641,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help="default %(default)s")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     parser.add_argument("--force", action="store_true", help="redo runs that already have a results.json")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: write the report from the runs of the plan that have finished "
+                        "(e.g. while a benchmark is still running, or after stopping one); the others are "
+                        "listed as not finished")
     parser.add_argument("--cctv-root", default=default_cctv_root(),
                         help="the CCTV fire/smoke set (default <repo>/../shared/data/cctv-fire-smoke)")
     parser.add_argument("--fog-beta", type=float, default=DEFAULT_FOG_BETA, help="cctv_fog: fog density (default %(default)s)")
@@ -681,7 +689,9 @@ def run_benchmark(args, launcher: Callable = subprocess_launcher, log=_print) ->
         raise SystemExit("error: nothing to run for these --shifts / --methods")
     env = dict(os.environ, DETECTRON2_DATASETS=datasets_root())
 
-    if "cctv_fog" in args.shifts:
+    if args.report_only and (args.force or args.dry_run):
+        raise SystemExit("error: --report-only trains nothing; it cannot be combined with --force or --dry-run")
+    if "cctv_fog" in args.shifts and not args.report_only:
         prepare_cctv_fog(args, log)
     states = {r.key: run_state(r, args.force) for r in runs}
     if args.dry_run:
@@ -692,9 +702,17 @@ def run_benchmark(args, launcher: Callable = subprocess_launcher, log=_print) ->
             log(note + shlex.join(r.command(resume=state == "resume")))
         return 0
 
-    records = []
-    total = len(runs)
-    for i, r in enumerate(runs, 1):
+    records, unfinished = [], []
+    if args.report_only:
+        records = [read_run(r, reused=True) for r in runs if states[r.key] == "reuse"]
+        unfinished = [r.key for r in runs if states[r.key] != "reuse"]
+        for key in unfinished:
+            log(f"# {key}: not finished ({states[key]}), left out of the report")
+        runs_to_train = []
+    else:
+        runs_to_train = runs
+    total = len(runs_to_train)
+    for i, r in enumerate(runs_to_train, 1):
         state = states[r.key]
         log(f"[{i}/{total}] {r.key}: " + {"reuse": "reusing results.json", "resume": "resuming from its last checkpoint",
                                           "stale": "settings changed or --force: running again"}.get(state, "running"))
@@ -708,14 +726,16 @@ def run_benchmark(args, launcher: Callable = subprocess_launcher, log=_print) ->
 
     summary = summarize([r for r in records if not r.get("error")])
     iters = {r.shift: r.iters for r in runs}
+    argv = [a for a in getattr(args, "argv", []) if a != "--report-only"]  # the command that makes these runs
     settings = {
-        "command": shlex.join(["python", "tools/benchmark.py", "accuracy", *getattr(args, "argv", [])]),
+        "command": shlex.join(["python", "tools/benchmark.py", "accuracy", *argv]),
         "shifts": args.shifts, "methods": args.methods, "seeds": args.seeds, "iters": iters,
         "extra_opts": list(args.opts), "output_dir": args.output_dir,
         "cctv_fog": {**fog_params_public(args), "source": args.cctv_root, "fogged": args.fog_root}
         if "cctv_fog" in args.shifts else None,
         "metric": "AP50 (%), COCO, at the end of training; MIC: the EMA teacher",
         "machine": machine_description(),
+        "unfinished": unfinished,
     }
     report = {"settings": settings, "runs": records, "summary": summary}
     os.makedirs(args.output_dir, exist_ok=True)

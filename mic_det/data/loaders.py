@@ -5,6 +5,7 @@ import logging
 import numbers
 from typing import List, Optional
 
+import torch
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog, build_detection_test_loader
 from detectron2.data.build import filter_images_with_only_crowd_annotations
 from detectron2.data.samplers import RepeatFactorTrainingSampler
@@ -162,6 +163,11 @@ def _repeat_factors(cfg, dicts):
     )
 
 
+def pin_memory(cfg) -> bool:
+    """Training images go to page-locked memory when the model trains on a GPU."""
+    return str(cfg.MODEL.DEVICE).startswith("cuda") and torch.cuda.is_available()
+
+
 def build_source_loader(cfg, seed: int):
     """Labelled source batches of SOLVER.IMS_PER_BATCH images (all processes together)."""
     dicts = dataset_dicts_or_error(
@@ -175,6 +181,7 @@ def build_source_loader(cfg, seed: int):
         num_workers=cfg.DATALOADER.NUM_WORKERS,
         seed=seed,
         repeat_factors=_repeat_factors(cfg, dicts),
+        pin_memory=pin_memory(cfg),
     )
 
 
@@ -189,6 +196,7 @@ def build_target_loader(cfg, seed: int):
         aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
         num_workers=cfg.DATALOADER.NUM_WORKERS,
         seed=seed + 1,
+        pin_memory=pin_memory(cfg),
     )
 
 

@@ -55,6 +55,15 @@ class DomainAdaptiveRCNN(GeneralizedRCNN):
             ret["mic"] = MaskedImageConsistency(cfg)
         return ret
 
+    def preprocess_image(self, batched_inputs: List[dict]):
+        """GeneralizedRCNN's, with the copy of CPU images to the GPU issued asynchronously
+        (the training loader pins them on a GPU): no host-device synchronisation per image."""
+        if self.pixel_mean.is_cuda:
+            batched_inputs = [
+                {**x, "image": x["image"].to(self.pixel_mean.device, non_blocking=True)} for x in batched_inputs
+            ]
+        return super().preprocess_image(batched_inputs)
+
     def box_features(self, features: Dict[str, torch.Tensor], boxes) -> torch.Tensor:
         """Box-head features (R, D) of ``boxes`` (one ``Boxes`` per image)."""
         rh = self.roi_heads
