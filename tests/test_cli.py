@@ -110,3 +110,5 @@ def test_speed_benchmark_reports_every_mode(tool_env, tiny_mic_config, tmp_path)
         modes["mic"]["sec_per_iter_median"] / modes["sada"]["sec_per_iter_median"]
     )
     assert modes["mic"]["pseudo_boxes_per_image"] > 0  # the masked pass really ran
+    for m in modes.values():  # the wait for data is part of the step
+        assert 0 <= m["data_wait_sec_median"] <= m["sec_per_iter_median"]

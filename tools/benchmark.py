@@ -92,21 +92,25 @@ def measure(cfg, warmup, iters):
     """Seconds per step and peak memory of ``iters`` steps after ``warmup``."""
     cuda = uses_cuda(cfg)
     process = psutil.Process()
-    peak_rss, times, pseudo = 0, [], []
+    peak_rss, times, waits, pseudo = 0, [], [], []
     source_only = not (cfg.MODEL.SADA.ENABLED or cfg.MIC.ENABLED)
     for i, seconds, storage in training_steps(cfg, warmup + iters, source_only):
         if i == warmup - 1 and cuda:
             torch.cuda.reset_peak_memory_stats()
         if i >= warmup:
             times.append(seconds)
+            # time the step waited for its batch: near 0 when the loader keeps up
+            waits.append(storage.latest()["data_time"][0])
             # MIC only costs its masked pass when pseudo-labels survive: report how many did
             if "mic/pseudo_boxes_per_image" in storage.latest():
                 pseudo.append(storage.latest()["mic/pseudo_boxes_per_image"][0])
         peak_rss = max(peak_rss, process.memory_info().rss)
     times.sort()
+    waits.sort()
     out = {
         "sec_per_iter_mean": sum(times) / len(times),
         "sec_per_iter_median": times[len(times) // 2],
+        "data_wait_sec_median": waits[len(waits) // 2],
         "peak_host_rss_mb": peak_rss / 2**20,
     }
     if pseudo:
