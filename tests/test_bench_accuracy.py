@@ -66,6 +66,18 @@ def test_gap_closed_is_na_without_a_gap():
     assert ba.mean_std([1.0]) == (1.0, None) and ba.mean_std([]) == (None, None)
 
 
+def test_gap_note_warns_when_the_gap_is_noise():
+    def cells(so, oracle):
+        recs = [record("source_only", i, v) for i, v in enumerate(so)] + [record("oracle", i, v) for i, v in enumerate(oracle)]
+        return ba.summarize(recs)["synthetic"]["synthetic_foggy_val"]
+
+    clear = ba.gap_note(cells([80.0, 82.0], [95.0, 96.0]))  # gap 14.5, spreads 1.4 / 0.7
+    assert clear.startswith("Gap (oracle − source only): +14.5 AP50") and "noise" not in clear
+    assert "within twice the seed spread" in ba.gap_note(cells([74.0, 78.0], [76.0, 79.0]))  # gap 1.5, spread 2.8
+    assert "No gap" in ba.gap_note(cells([76.0, 72.0], [73.0]))  # oracle below source only
+    assert ba.gap_note(cells([76.0], [])) is None  # no oracle: nothing to compare
+
+
 def parse(argv):
     parser = argparse.ArgumentParser()
     ba.add_arguments(parser)

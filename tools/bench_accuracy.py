@@ -409,6 +409,25 @@ def amp_comparison(methods: Dict[str, dict]) -> Optional[str]:
             + _fmt(spread) + ".")
 
 
+def gap_note(methods: Dict[str, dict]) -> Optional[str]:
+    """The size of the source-only -> oracle gap next to the seed spread of both ends; a
+    warning when the gap is not at least twice the larger spread, because the fractions
+    of the gap closed are then dominated by noise."""
+    so, oracle = methods.get("source_only", {}), methods.get("oracle", {})
+    if so.get("mean") is None or oracle.get("mean") is None:
+        return None
+    gap = oracle["mean"] - so["mean"]
+    spreads = [c["std"] for c in (so, oracle) if c.get("std") is not None]
+    text = (f"Gap (oracle − source only): {gap:+.1f} AP50; seed std of source only / oracle: "
+            f"{_fmt(so.get('std'))} / {_fmt(oracle.get('std'))}.")
+    if gap <= 0:
+        return text + " **No gap**: on this test set the shift costs source-only training nothing measurable, so no method can be said to close it."
+    if spreads and gap < 2 * max(spreads):
+        return text + (" **The gap is within twice the seed spread**: the gap-closed fractions above are "
+                       "dominated by noise; compare the AP50 values and their spreads instead.")
+    return text
+
+
 def _fmt(v: Optional[float], digits: int = 1) -> str:
     return "n/a" if v is None else f"{v:.{digits}f}"
 
@@ -465,6 +484,9 @@ def format_markdown(summary, records, settings) -> str:
                     m, s = mean_std(students)
                     parts += ["", f"{STUDENT_LABELS[method]} (not the reported model): AP50 {_fmt(m)}"
                               + ("" if s is None else f" ± {s:.1f}") + f" ({len(students)})."]
+            note = gap_note(methods)
+            if note:
+                parts += ["", note]
             amp = amp_comparison(methods)
             if amp:
                 parts += ["", amp]
