@@ -33,6 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_accuracy  # noqa: E402
 import train_net  # noqa: E402
 
+from mic_det.data.loaders import trains_on_gpu  # noqa: E402
 from mic_det.engine import DomainAdaptiveTrainer  # noqa: E402
 
 MODES = {
@@ -60,10 +61,6 @@ def mode_config(base, sada, mic, output_dir, amp=False):
     return cfg
 
 
-def uses_cuda(cfg):
-    return torch.cuda.is_available() and cfg.MODEL.DEVICE.startswith("cuda")
-
-
 def training_steps(cfg, iters, source_only=False):
     """Build the trainer of ``cfg`` and run ``iters`` of its steps; after each, yield
     (iteration, seconds the step took, the EventStorage)."""
@@ -73,7 +70,7 @@ def training_steps(cfg, iters, source_only=False):
     step = trainer._trainer
     if source_only:
         step.data_loader = step.data_loader.source  # reads the source stream only
-    cuda = uses_cuda(cfg)
+    cuda = trains_on_gpu(cfg)
     with EventStorage(0) as storage:
         trainer.storage = storage
         for i in range(iters):
@@ -90,7 +87,7 @@ def training_steps(cfg, iters, source_only=False):
 
 def measure(cfg, warmup, iters):
     """Seconds per step and peak memory of ``iters`` steps after ``warmup``."""
-    cuda = uses_cuda(cfg)
+    cuda = trains_on_gpu(cfg)
     process = psutil.Process()
     peak_rss, times, waits, pseudo = 0, [], [], []
     source_only = not (cfg.MODEL.SADA.ENABLED or cfg.MIC.ENABLED)
@@ -99,11 +96,12 @@ def measure(cfg, warmup, iters):
             torch.cuda.reset_peak_memory_stats()
         if i >= warmup:
             times.append(seconds)
+            latest = storage.latest()
             # time the step waited for its batch: near 0 when the loader keeps up
-            waits.append(storage.latest()["data_time"][0])
+            waits.append(latest["data_time"][0])
             # MIC only costs its masked pass when pseudo-labels survive: report how many did
-            if "mic/pseudo_boxes_per_image" in storage.latest():
-                pseudo.append(storage.latest()["mic/pseudo_boxes_per_image"][0])
+            if "mic/pseudo_boxes_per_image" in latest:
+                pseudo.append(latest["mic/pseudo_boxes_per_image"][0])
         peak_rss = max(peak_rss, process.memory_info().rss)
     times.sort()
     waits.sort()
@@ -127,7 +125,7 @@ def memory_trace(cfg, iters, every):
     for i, _, _ in training_steps(cfg, iters):
         if (i + 1) % every == 0:
             row = {"iter": i + 1, "rss_mb": process.memory_info().rss / 2**20}
-            if uses_cuda(cfg):
+            if trains_on_gpu(cfg):
                 row["cuda_allocated_mb"] = torch.cuda.memory_allocated() / 2**20
             samples.append(row)
             print(", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)

@@ -163,8 +163,9 @@ def _repeat_factors(cfg, dicts):
     )
 
 
-def pin_memory(cfg) -> bool:
-    """Training images go to page-locked memory when the model trains on a GPU."""
+def trains_on_gpu(cfg) -> bool:
+    """MODEL.DEVICE asks for CUDA and this machine has it. Then training images go to
+    page-locked memory, so their copy to the device is faster and asynchronous."""
     return str(cfg.MODEL.DEVICE).startswith("cuda") and torch.cuda.is_available()
 
 
@@ -181,7 +182,7 @@ def build_source_loader(cfg, seed: int):
         num_workers=cfg.DATALOADER.NUM_WORKERS,
         seed=seed,
         repeat_factors=_repeat_factors(cfg, dicts),
-        pin_memory=pin_memory(cfg),
+        pin_memory=trains_on_gpu(cfg),
     )
 
 
@@ -196,7 +197,7 @@ def build_target_loader(cfg, seed: int):
         aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
         num_workers=cfg.DATALOADER.NUM_WORKERS,
         seed=seed + 1,
-        pin_memory=pin_memory(cfg),
+        pin_memory=trains_on_gpu(cfg),
     )
 
 
