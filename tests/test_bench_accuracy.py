@@ -174,6 +174,49 @@ def test_report_only_summarises_finished_runs_and_trains_nothing(tmp_path):
         ba.run_benchmark(parse(argv + ["--report-only", "--force"]), launcher=no_training, log=logged.append)
 
 
+def test_runs_record_their_environment_and_saved_records_read_back(tmp_path):
+    out, saved = tmp_path / "out", tmp_path / "records"
+    argv = ["--shifts", "synthetic", "--methods", "source_only,oracle", "--seeds", "0",
+            "--iters", "8", "--output-dir", str(out)]
+
+    def fake_training(command, log_path, env):
+        run_dir = command[command.index("OUTPUT_DIR") + 1]
+        open(os.path.join(run_dir, "model_final.pth"), "w").write("weights")
+        ap50 = 20.0 if "oracle" in run_dir else 10.0
+        with open(os.path.join(run_dir, "results.json"), "w") as f:
+            json.dump({"synthetic_foggy_val": {"bbox": {"AP": ap50 / 2, "AP50": ap50}}}, f)
+        return 0
+
+    assert ba.run_benchmark(parse(argv + ["--save-records", str(saved)]), launcher=fake_training,
+                            log=lambda *a: None) == 0
+    spec = json.loads((out / "synthetic" / "oracle" / "seed0" / ba.SPEC_FILE).read_text())
+    [env] = spec["environments"]
+    import torch
+
+    assert env["torch"] == torch.__version__ and env["cpu"] and "pillow" in env
+    # the record: results and spec of each run, no weights, plus the report
+    assert sorted(p.name for p in (saved / "synthetic" / "oracle" / "seed0").iterdir()) == [ba.SPEC_FILE, "results.json"]
+    assert (saved / "accuracy.md").is_file()
+
+    # read back on its own: the same table, nothing trained
+    def no_training(command, log_path, env):
+        raise AssertionError(f"the saved records must be reused: {command}")
+
+    argv_saved = [a if a != str(out) else str(saved) for a in argv]
+    assert ba.run_benchmark(parse(argv_saved + ["--report-only"]), launcher=no_training, log=lambda *a: None) == 0
+    table = (saved / "accuracy.md").read_text()
+    assert "| source only | 10.0 (n=1) |" in table and "| oracle (target labels) | 20.0 (n=1) |" in table
+    assert "different environments" not in table
+
+    # a run made elsewhere: the report says the table mixes environments
+    other = saved / "synthetic" / "source_only" / "seed0" / ba.SPEC_FILE
+    spec = json.loads(other.read_text())
+    spec["environments"][0]["cpu"] = "another CPU"
+    other.write_text(json.dumps(spec))
+    assert ba.run_benchmark(parse(argv_saved + ["--report-only"]), launcher=no_training, log=lambda *a: None) == 0
+    assert "made in 2 different environments" in (saved / "accuracy.md").read_text()
+
+
 def test_editing_a_config_makes_its_finished_runs_stale(tmp_path, monkeypatch):
     config = tmp_path / "edited.yaml"
     config.write_text(f"_BASE_: {os.path.join(REPO, 'configs', 'bench', 'synthetic_source_only.yaml')}\n")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import json
 import math
 import os
@@ -286,6 +287,10 @@ def execute(run: Run, state: str, env: dict, launcher: Callable = subprocess_lau
     spec_path = os.path.join(run.output_dir, SPEC_FILE)
     spec = load_json(spec_path) if state == "resume" else {"signature": run.signature, "seconds": 0.0}
     spec["command"] = shlex.join(run.command(resume=state == "resume"))
+    here = environment()
+    environments = spec.setdefault("environments", [])
+    if not environments or environments[-1] != here:  # a resume elsewhere adds the second one
+        environments.append(here)
     _write_json(spec_path, spec)
     start = time.time()
     rc = launcher(run.command(resume=state == "resume"), os.path.join(run.output_dir, "train_net.out"), env)
@@ -333,7 +338,8 @@ def read_run(run: Run, reused: bool) -> dict:
     results = load_json(os.path.join(run.output_dir, RESULTS_FILE))
     spec_path = os.path.join(run.output_dir, SPEC_FILE)
     spec = load_json(spec_path) if os.path.isfile(spec_path) else {}
-    record = {**_run_header(run), "reused": reused, "seconds": spec.get("seconds"), "datasets": {}}
+    record = {**_run_header(run), "reused": reused, "seconds": spec.get("seconds"),
+              "environments": spec.get("environments", []), "datasets": {}}
     for ds in run.test_sets:
         if run.method in MIC_METHODS:
             record["datasets"][ds] = _bbox(results.get(f"teacher/{ds}"))
@@ -474,6 +480,12 @@ def format_markdown(summary, records, settings) -> str:
         if seconds:
             parts += ["", f"Wall time of its {len(seconds)} runs (training + evaluation, as recorded): "
                       f"{sum(seconds) / 3600:.2f} h on {settings.get('machine', 'this machine')}."]
+        envs = {json.dumps(e, sort_keys=True) for r in records if r.get("shift") == shift
+                for e in r.get("environments") or []}
+        if len(envs) > 1:
+            parts += ["", f"Its runs were made in {len(envs)} different environments (CPU or library "
+                      "versions, listed per run in accuracy.json): a seed trained elsewhere can end "
+                      "elsewhere, so treat the spread as covering both."]
         for i, (ds, methods) in enumerate(datasets.items()):
             parts += ["", f"### {ds}" + (" (headline)" if i == 0 and len(datasets) > 1 else ""), ""]
             parts.append(format_table(methods, seeds))
@@ -677,6 +689,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fog-workers", type=int, default=1, help="cctv_fog: processes rendering fog (default 1)")
     parser.add_argument("--keep-checkpoints", action="store_true",
                         help="keep the periodic model_XXXXXXX.pth of finished runs (model_final.pth is always kept)")
+    parser.add_argument("--save-records", metavar="DIR", default=None,
+                        help="after the report, copy each finished run's results.json and bench_run.json "
+                        "(no weights) and the report to DIR, in the same layout: a record to commit, read "
+                        "back with --output-dir DIR --report-only")
     parser.add_argument("opts", nargs=argparse.REMAINDER,
                         help="KEY VALUE config overrides applied to every run (after the benchmark's own)")
 
@@ -691,6 +707,54 @@ def machine_description() -> str:
     except ImportError:  # pragma: no cover
         pass
     return text
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+ENVIRONMENT_MODULES = (("torch", "torch"), ("torchvision", "torchvision"), ("detectron2", "detectron2"),
+                       ("numpy", "numpy"), ("pillow", "PIL"), ("opencv", "cv2"), ("pycocotools", "pycocotools"))
+
+
+def environment() -> dict:
+    """What a run's numbers depend on besides its settings. Training is bit-exact on one
+    machine, but the same seed trained with other CPU kernels or another image decoder
+    takes another path and can end several AP50 away, so each run records where it ran."""
+    env = {"machine": machine_description(), "cpu": _cpu_model(), "python": platform.python_version()}
+    for key, module in ENVIRONMENT_MODULES:
+        try:
+            env[key] = getattr(importlib.import_module(module), "__version__", "unknown")
+        except ImportError:
+            env[key] = None
+    return env
+
+
+def save_records(records: Sequence[dict], output_dir: str, dest: str) -> int:
+    """Copy the record of every finished run (``results.json`` and ``bench_run.json``, no
+    weights) and the report to ``dest``, in the output folder's layout: small enough to
+    commit, and read back by ``--output-dir DEST --report-only`` (or copied into an output
+    folder, where the benchmark then trains only the runs that are missing)."""
+    count = 0
+    for rec in records:
+        if rec.get("error"):
+            continue
+        target = os.path.join(dest, rec["shift"], rec["method"], f"seed{rec['seed']}")
+        os.makedirs(target, exist_ok=True)
+        for name in (RESULTS_FILE, SPEC_FILE):
+            if os.path.isfile(os.path.join(rec["dir"], name)):
+                shutil.copy2(os.path.join(rec["dir"], name), os.path.join(target, name))
+        count += 1
+    for name in ("accuracy.json", "accuracy.md", "accuracy.png"):
+        shutil.copy2(os.path.join(output_dir, name), os.path.join(dest, name))
+    return count
 
 
 def resolve_paths(args):
@@ -770,4 +834,7 @@ def run_benchmark(args, launcher: Callable = subprocess_launcher, log=_print) ->
     log("")
     log(markdown)
     log(f"Written: {os.path.join(args.output_dir, 'accuracy.json')}, accuracy.md, accuracy.png")
+    if args.save_records and os.path.abspath(args.save_records) != args.output_dir:
+        n = save_records(records, args.output_dir, args.save_records)
+        log(f"Records of {n} finished runs and the report copied to {args.save_records}")
     return 1 if any(r.get("error") for r in records) else 0
