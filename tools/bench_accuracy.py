@@ -20,6 +20,7 @@ Outputs in OUTPUT_DIR: ``accuracy.json`` (every run, and the summary), ``accurac
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import importlib
 import json
@@ -54,6 +55,7 @@ DEFAULT_SEEDS = (0, 1, 2)
 DEFAULT_OUTPUT_DIR = os.path.join("output", "bench_accuracy")
 SPEC_FILE = "bench_run.json"  # what the benchmark ran in a run folder, to decide on reuse
 RESULTS_FILE = "results.json"
+REPORT_JSON, REPORT_MD, REPORT_PNG = "accuracy.json", "accuracy.md", "accuracy.png"  # in --output-dir
 
 # ---- the cctv_fog shift: fog settings -------------------------------------------------
 CCTV_SPLITS = ("train", "valid", "test")
@@ -724,10 +726,9 @@ ENVIRONMENT_MODULES = (("torch", "torch"), ("torchvision", "torchvision"), ("det
                        ("numpy", "numpy"), ("pillow", "PIL"), ("opencv", "cv2"), ("pycocotools", "pycocotools"))
 
 
-def environment() -> dict:
-    """What a run's numbers depend on besides its settings. Training is bit-exact on one
-    machine, but the same seed trained with other CPU kernels or another image decoder
-    takes another path and can end several AP50 away, so each run records where it ran."""
+@functools.lru_cache(maxsize=None)
+def _environment() -> dict:
+    """Computed once per benchmark process (the imports and /proc read do not change)."""
     env = {"machine": machine_description(), "cpu": _cpu_model(), "python": platform.python_version()}
     for key, module in ENVIRONMENT_MODULES:
         try:
@@ -735,6 +736,13 @@ def environment() -> dict:
         except ImportError:
             env[key] = None
     return env
+
+
+def environment() -> dict:
+    """What a run's numbers depend on besides its settings. Training is bit-exact on one
+    machine, but the same seed trained with other CPU kernels or another image decoder
+    takes another path and can end several AP50 away, so each run records where it ran."""
+    return dict(_environment())  # a copy (its values are strings): callers may keep or change it
 
 
 def save_records(records: Sequence[dict], output_dir: str, dest: str) -> int:
@@ -752,7 +760,7 @@ def save_records(records: Sequence[dict], output_dir: str, dest: str) -> int:
             if os.path.isfile(os.path.join(rec["dir"], name)):
                 shutil.copy2(os.path.join(rec["dir"], name), os.path.join(target, name))
         count += 1
-    for name in ("accuracy.json", "accuracy.md", "accuracy.png"):
+    for name in (REPORT_JSON, REPORT_MD, REPORT_PNG):
         shutil.copy2(os.path.join(output_dir, name), os.path.join(dest, name))
     return count
 
@@ -826,14 +834,14 @@ def run_benchmark(args, launcher: Callable = subprocess_launcher, log=_print) ->
     }
     report = {"settings": settings, "runs": records, "summary": summary}
     os.makedirs(args.output_dir, exist_ok=True)
-    _write_json(os.path.join(args.output_dir, "accuracy.json"), report)
+    _write_json(os.path.join(args.output_dir, REPORT_JSON), report)
     markdown = format_markdown(summary, records, settings)
-    with open(os.path.join(args.output_dir, "accuracy.md"), "w") as f:
+    with open(os.path.join(args.output_dir, REPORT_MD), "w") as f:
         f.write(markdown)
-    plot(summary, os.path.join(args.output_dir, "accuracy.png"))
+    plot(summary, os.path.join(args.output_dir, REPORT_PNG))
     log("")
     log(markdown)
-    log(f"Written: {os.path.join(args.output_dir, 'accuracy.json')}, accuracy.md, accuracy.png")
+    log(f"Written: {os.path.join(args.output_dir, REPORT_JSON)}, {REPORT_MD}, {REPORT_PNG}")
     if args.save_records and os.path.abspath(args.save_records) != args.output_dir:
         n = save_records(records, args.output_dir, args.save_records)
         log(f"Records of {n} finished runs and the report copied to {args.save_records}")
