@@ -515,7 +515,7 @@ def format_markdown(summary, records, settings) -> str:
 
 
 def plot(summary, path: str, metric: str = "AP50") -> None:
-    """One panel per shift: a bar per method and test set, error bars = std."""
+    """One panel per shift: a bar per method and test set, error bars = std (none for a single run)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -535,10 +535,16 @@ def plot(summary, path: str, metric: str = "AP50") -> None:
                     continue
                 xs.append(i + (j - (len(datasets) - 1) / 2) * width)
                 means.append(cell["mean"])
-                stds.append(cell["std"] or 0.0)
-            bars = ax.bar(xs, means, width, yerr=stds, capsize=3, label=ds, alpha=0.85 if j == 0 else 0.5)
+                stds.append(cell["std"])
+            bars = ax.bar(xs, means, width, label=ds, alpha=0.85 if j == 0 else 0.5)
+            # A single run has no spread: no error bar (a zero-length one would read as "no spread").
+            spread = [(x, v, e) for x, v, e in zip(xs, means, stds) if e is not None]
+            if spread:
+                ax.errorbar([x for x, _, _ in spread], [v for _, v, _ in spread], yerr=[e for _, _, e in spread],
+                            fmt="none", ecolor="black", capsize=3)
             for b, v, e in zip(bars, means, stds):
-                ax.annotate(f"{v:.1f}", (b.get_x() + b.get_width() / 2, v + e), ha="center", va="bottom",
+                ax.annotate(f"{v:.1f}" if e is not None else f"{v:.1f}\n(1 run)",
+                            (b.get_x() + b.get_width() / 2, v + (e or 0.0)), ha="center", va="bottom",
                             fontsize=7, xytext=(0, 2), textcoords="offset points")
         top = max([c["mean"] + (c["std"] or 0.0) for d in datasets for c in summary[shift][d].values()
                    if c["mean"] is not None] + [1.0])
@@ -550,7 +556,7 @@ def plot(summary, path: str, metric: str = "AP50") -> None:
         ax.set_title(shift)
         ax.legend(fontsize=7, loc="upper left")
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"{metric} on the target test set, mean ± std over seeds")
+    fig.suptitle(f"{metric} on the target test sets, mean ± std over seeds")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
