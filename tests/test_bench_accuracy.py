@@ -231,6 +231,31 @@ def test_editing_a_config_makes_its_finished_runs_stale(tmp_path, monkeypatch):
     assert ba.run_state(run) == "stale"
 
 
+def _fake_cctv_set(root, label="0 0.5 0.5 0.2 0.2\n"):
+    for split in ("train", "valid", "test"):
+        os.makedirs(root / split / "images")
+        os.makedirs(root / split / "labels")
+        (root / split / "images" / "a.jpg").write_bytes(b"\xff\xd8" + b"0" * 100)
+        (root / split / "labels" / "a.txt").write_text(label)
+    return root
+
+
+def test_cctv_runs_are_recognised_wherever_the_set_lies(tmp_path):
+    """Committed run records are reused on another machine, where the CCTV set sits under
+    another path; a set with other content makes them stale; without the set (report only)
+    they are taken as recorded."""
+    def plan(root):
+        argv = ["--shifts", "cctv_fog", "--methods", "oracle", "--seeds", "0", "--output-dir", str(tmp_path / "out"),
+                "--cctv-root", str(root)]
+        run, = ba.build_plan(ba.resolve_paths(parse(argv)))
+        return run
+
+    write_results(plan(_fake_cctv_set(tmp_path / "here")), 70.0)
+    assert ba.run_state(plan(_fake_cctv_set(tmp_path / "elsewhere"))) == "reuse"
+    assert ba.run_state(plan(_fake_cctv_set(tmp_path / "relabelled", label="1 0.5 0.5 0.2 0.25\n"))) == "stale"
+    assert ba.run_state(plan(tmp_path / "absent")) == "reuse"
+
+
 def test_dry_run_lists_the_commands(tmp_path, tool_env):
     out = tmp_path / "bench"
     proc = subprocess.run(

@@ -223,6 +223,7 @@ def build_plan(args) -> List[Run]:
     """One run per (shift, seed, method), seed by seed: an interrupted benchmark has every
     method at the same number of seeds, so its partial tables compare like with like."""
     runs = []
+    source = source_fingerprint(args.cctv_root) if "cctv_fog" in args.shifts else None
     for shift in args.shifts:
         methods = [m for m in args.methods if m in SHIFTS[shift].methods]
         cfgs = {m: read_config(SHIFTS[shift].config(m)) for m in methods}
@@ -238,7 +239,7 @@ def build_plan(args) -> List[Run]:
                     "seed": seed,
                     "schedule": sched,
                     "extra_opts": list(args.opts),
-                    "fog": {**fog_params_public(args), "source": os.path.realpath(args.cctv_root)}
+                    "fog": {**fog_params_public(args), "source": source}
                     if shift == "cctv_fog" else None,
                 }
                 opts = [*sched, "SEED", str(seed), *data, *args.opts, "OUTPUT_DIR", out]
@@ -255,6 +256,15 @@ def load_json(path: str):
         return json.load(f)
 
 
+def same_settings(recorded: Optional[dict], wanted: dict) -> bool:
+    """A run's recorded signature against the one asked for. An unknown CCTV source (the
+    set is absent here, see source_fingerprint) matches whatever source was recorded."""
+    wanted = json.loads(json.dumps(wanted))
+    if wanted.get("fog") is not None and wanted["fog"].get("source") is None and recorded and recorded.get("fog"):
+        wanted["fog"]["source"] = recorded["fog"].get("source")
+    return recorded == wanted
+
+
 def run_state(run: Run, force: bool = False) -> str:
     """``reuse`` (a results.json made with the same settings, or one without a record of
     its settings), ``resume`` (same settings, stopped after a checkpoint), ``stale``
@@ -264,7 +274,7 @@ def run_state(run: Run, force: bool = False) -> str:
     if force or not os.path.isdir(run.output_dir):
         return "stale" if force and os.path.isdir(run.output_dir) else "new"
     spec = load_json(spec_path) if os.path.isfile(spec_path) else None
-    if spec is not None and spec.get("signature") != json.loads(json.dumps(run.signature)):
+    if spec is not None and not same_settings(spec.get("signature"), run.signature):
         return "stale"
     if os.path.isfile(results):
         return "reuse"
@@ -570,8 +580,8 @@ def fog_params_public(args) -> dict:
 
 
 def _source_listing(cctv_root: str) -> dict:
-    """Per split: number of images and their total size (cheap: stat only), to notice a
-    changed source set."""
+    """Per split: number and total size of the images and of the label files (cheap: stat
+    only), to notice a changed source set."""
     from mic_det.data.fog import list_images
 
     out = {}
@@ -580,8 +590,23 @@ def _source_listing(cctv_root: str) -> dict:
         if not os.path.isdir(folder):
             raise SystemExit(f"error: {folder} not found (the CCTV fire/smoke set; pass --cctv-root DIR)")
         rels = list_images(folder)
-        out[split] = {"images": len(rels), "bytes": sum(os.path.getsize(os.path.join(folder, r)) for r in rels)}
+        labels = os.path.join(cctv_root, split, "labels")
+        label_files = sorted(f for f in os.listdir(labels) if f.endswith(".txt")) if os.path.isdir(labels) else []
+        out[split] = {"images": len(rels), "bytes": sum(os.path.getsize(os.path.join(folder, r)) for r in rels),
+                      "labels": len(label_files),
+                      "label_bytes": sum(os.path.getsize(os.path.join(labels, f)) for f in label_files)}
     return out
+
+
+def source_fingerprint(cctv_root: str) -> Optional[dict]:
+    """What the CCTV set holds, not where it lies, for the run signatures: records made on
+    another machine, with the set under another path, are still recognised. None where the
+    set is absent: ``--report-only`` then takes the recorded runs as they are (anything
+    that trains stops earlier, in prepare_cctv_fog, with the reason)."""
+    try:
+        return _source_listing(cctv_root)
+    except (SystemExit, OSError):
+        return None
 
 
 def fog_status(args) -> tuple:
