@@ -29,7 +29,7 @@ demo: install
 # shifts, plus MIC in mixed precision (mic_amp) on the synthetic one,
 # seeds 0,1,2, each shift's own schedule (synthetic 800, cctv_fog 1000 iterations); many
 # CPU hours, resumes where it stopped. Then the speed benchmark of the demo config.
-# e.g. make bench BENCH_ARGS="--iters 200 --seeds 0"
+# e.g. make bench BENCH_ARGS="--iters 200 --seeds 0 --output-dir output/bench_quick" (later options win)
 BENCH_ARGS ?=
 bench: install
 	$(PY) tools/benchmark.py accuracy --shifts synthetic,cctv_fog --methods source_only,sada,mic,mic_amp,oracle --seeds 0,1,2 --output-dir output/bench_accuracy $(BENCH_ARGS)
