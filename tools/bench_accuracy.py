@@ -223,7 +223,6 @@ def build_plan(args) -> List[Run]:
     """One run per (shift, seed, method), seed by seed: an interrupted benchmark has every
     method at the same number of seeds, so its partial tables compare like with like."""
     runs = []
-    source = source_fingerprint(args.cctv_root) if "cctv_fog" in args.shifts else None
     for shift in args.shifts:
         methods = [m for m in args.methods if m in SHIFTS[shift].methods]
         cfgs = {m: read_config(SHIFTS[shift].config(m)) for m in methods}
@@ -239,7 +238,7 @@ def build_plan(args) -> List[Run]:
                     "seed": seed,
                     "schedule": sched,
                     "extra_opts": list(args.opts),
-                    "fog": {**fog_params_public(args), "source": source}
+                    "fog": {**fog_params_public(args), "source": args.cctv_source}
                     if shift == "cctv_fog" else None,
                 }
                 opts = [*sched, "SEED", str(seed), *data, *args.opts, "OUTPUT_DIR", out]
@@ -259,9 +258,10 @@ def load_json(path: str):
 def same_settings(recorded: Optional[dict], wanted: dict) -> bool:
     """A run's recorded signature against the one asked for. An unknown CCTV source (the
     set is absent here, see source_fingerprint) matches whatever source was recorded."""
-    wanted = json.loads(json.dumps(wanted))
-    if wanted.get("fog") is not None and wanted["fog"].get("source") is None and recorded and recorded.get("fog"):
-        wanted["fog"]["source"] = recorded["fog"].get("source")
+    wanted = json.loads(json.dumps(wanted))  # as it reads back from bench_run.json (tuples -> lists)
+    fog = wanted.get("fog")
+    if fog is not None and fog["source"] is None:
+        fog["source"] = ((recorded or {}).get("fog") or {}).get("source")
     return recorded == wanted
 
 
@@ -546,12 +546,9 @@ def plot(summary, path: str, metric: str = "AP50") -> None:
                 xs.append(i + (j - (len(datasets) - 1) / 2) * width)
                 means.append(cell["mean"])
                 stds.append(cell["std"])
-            bars = ax.bar(xs, means, width, label=ds, alpha=0.85 if j == 0 else 0.5)
-            # A single run has no spread: no error bar (a zero-length one would read as "no spread").
-            spread = [(x, v, e) for x, v, e in zip(xs, means, stds) if e is not None]
-            if spread:
-                ax.errorbar([x for x, _, _ in spread], [v for _, v, _ in spread], yerr=[e for _, _, e in spread],
-                            fmt="none", ecolor="black", capsize=3)
+            # a single run has no spread: NaN draws no error bar (a zero-length one would read as "no spread")
+            bars = ax.bar(xs, means, width, yerr=[math.nan if e is None else e for e in stds], capsize=3,
+                          label=ds, alpha=0.85 if j == 0 else 0.5)
             for b, v, e in zip(bars, means, stds):
                 ax.annotate(f"{v:.1f}" if e is not None else f"{v:.1f}\n(1 run)",
                             (b.get_x() + b.get_width() / 2, v + (e or 0.0)), ha="center", va="bottom",
@@ -620,7 +617,8 @@ def fog_status(args) -> tuple:
         "max_distance": fog.DEFAULT_MAX_DISTANCE,
         "atmospheric_light": "auto",
         "source": os.path.realpath(args.cctv_root),
-        "listing": _source_listing(args.cctv_root),
+        # without the set, _source_listing raises the error that names the missing folder
+        "listing": args.cctv_source or _source_listing(args.cctv_root),
     }
     stamp_path = os.path.join(args.fog_root, FOG_STAMP)
     stamp = load_json(stamp_path) if os.path.isfile(stamp_path) else None
@@ -797,9 +795,12 @@ def save_records(records: Sequence[dict], output_dir: str, dest: str) -> int:
 
 
 def resolve_paths(args):
-    """Absolute output and data folders (the runs are started from the repository root)."""
+    """Absolute output and data folders (the runs are started from the repository root),
+    and what the CCTV set holds, read once: the run signatures and the fog copy's stamp
+    both name the set by it."""
     args.output_dir = os.path.abspath(args.output_dir)
     args.cctv_root = os.path.abspath(args.cctv_root)
+    args.cctv_source = source_fingerprint(args.cctv_root) if "cctv_fog" in args.shifts else None
     args.fog_root = os.path.join(datasets_root(), FOG_DIRNAME)
     return args
 
