@@ -8,7 +8,9 @@ import pytest
 import torch
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
-torch.set_num_threads(2)
+# `make mutation` runs two test processes at once with OMP_NUM_THREADS=1: more threads
+# than cores makes every test many times slower
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def tiny_cfg(sada=False, mic=False, num_classes=3):
@@ -50,6 +52,57 @@ def tiny_cfg(sada=False, mic=False, num_classes=3):
     cfg.SOLVER.IMS_PER_BATCH = 2
     cfg.SOLVER.IMS_PER_BATCH_TARGET = 2
     cfg.DATALOADER.NUM_WORKERS = 0
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    """A small synthetic shift (8 train / 4 val images of 96x160 per domain) registered
+    under the usual names for the module; the default registration is put back after."""
+    from mic_det.data.synthetic import register_synthetic_shift
+
+    root = str(tmp_path_factory.mktemp("synthetic"))
+    register_synthetic_shift(root, image_size=(96, 160), num_train=8, num_val=4)
+    yield root
+    register_synthetic_shift(os.getenv("DETECTRON2_DATASETS", "datasets"))
+
+
+@pytest.fixture
+def register():
+    """register(name, dicts, classes=the synthetic ones): a dataset for one test, removed
+    afterwards, so that tests can run again in the same process (mutation testing does)."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from mic_det.data.synthetic import SYNTHETIC_CLASSES
+
+    names = []
+
+    def _register(name, dicts, classes=SYNTHETIC_CLASSES):
+        DatasetCatalog.register(name, lambda: [dict(d) for d in dicts])
+        MetadataCatalog.get(name).thing_classes = list(classes)
+        names.append(name)
+        return name
+
+    yield _register
+    for name in names:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+
+
+def da_cfg(out, sada=False, mic=False, max_iter=2, train=("synthetic_clear_train",), target=None):
+    """``tiny_cfg`` training on the ``synthetic`` fixture's shift into ``out``: no test
+    sets, no warm-up, every pseudo-label kept (an untrained teacher is never confident)."""
+    cfg = tiny_cfg(sada=sada, mic=mic)
+    cfg.DATASETS.TRAIN = train
+    cfg.DATASETS.TRAIN_TARGET = target if target is not None else (("synthetic_foggy_train",) if sada or mic else ())
+    cfg.DATASETS.TEST = ()
+    cfg.MIC.PSEUDO_LABEL_THRESHOLD = 0.0
+    cfg.SOLVER.MAX_ITER = max_iter
+    cfg.SOLVER.BASE_LR = 0.001
+    cfg.SOLVER.WARMUP_ITERS = 0
+    cfg.SOLVER.CHECKPOINT_PERIOD = 1000
+    cfg.INPUT.RANDOM_FLIP = "none"
+    cfg.OUTPUT_DIR = str(out)
     return cfg
 
 

@@ -19,10 +19,9 @@ from detectron2.structures import BoxMode
 from detectron2.utils.env import seed_all_rng
 from PIL import Image
 
-from conftest import TRAIN_NET, run_train_net, tiny_cfg
+from conftest import TRAIN_NET, da_cfg, run_train_net, tiny_cfg
 from mic_det.data.custom import CustomDatasetError, register_custom_datasets
 from mic_det.data.loaders import CheckedDatasetMapper, build_test_loader
-from mic_det.data.synthetic import SYNTHETIC_CLASSES, register_synthetic_shift
 from mic_det.engine import DomainAdaptiveTrainer
 from mic_det.engine.checkpoint import AtomicCheckpointer
 
@@ -33,51 +32,11 @@ H, W = 96, 160  # no resize at the tiny config's 96 px input: boxes keep their p
 # helpers
 # ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def synthetic(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("synthetic"))
-    register_synthetic_shift(root, image_size=(H, W), num_train=8, num_val=4)
-    yield root
-    register_synthetic_shift(os.getenv("DETECTRON2_DATASETS", "datasets"))
-
-
-@pytest.fixture
-def register():
-    """register(name, dicts): a dataset with the synthetic classes, removed afterwards."""
-    names = []
-
-    def _register(name, dicts):
-        DatasetCatalog.register(name, lambda: [dict(d) for d in dicts])
-        MetadataCatalog.get(name).thing_classes = list(SYNTHETIC_CLASSES)
-        names.append(name)
-        return name
-
-    yield _register
-    for name in names:
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
-
-
-@pytest.fixture(scope="module")
 def train_net():
     spec = importlib.util.spec_from_file_location("train_net_bad_input", TRAIN_NET)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def da_cfg(out, sada=False, mic=False, max_iter=2, train=("synthetic_clear_train",), target=None):
-    cfg = tiny_cfg(sada=sada, mic=mic)
-    cfg.DATASETS.TRAIN = train
-    cfg.DATASETS.TRAIN_TARGET = target if target is not None else (("synthetic_foggy_train",) if sada or mic else ())
-    cfg.DATASETS.TEST = ()
-    cfg.MIC.PSEUDO_LABEL_THRESHOLD = 0.0
-    cfg.SOLVER.MAX_ITER = max_iter
-    cfg.SOLVER.BASE_LR = 0.001
-    cfg.SOLVER.WARMUP_ITERS = 0
-    cfg.SOLVER.CHECKPOINT_PERIOD = 1000
-    cfg.INPUT.RANDOM_FLIP = "none"
-    cfg.OUTPUT_DIR = str(out)
-    return cfg
 
 
 def make_trainer(cfg):

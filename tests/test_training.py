@@ -1,38 +1,23 @@
 """The trainer end to end on a tiny synthetic shift: paired loading, target labels never
 used, every loss logged, non-finite losses named, results.json, bad input."""
 import json
-import os
 
 import pytest
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog
 from detectron2.utils.env import seed_all_rng
 
+from conftest import da_cfg as shared_da_cfg
 from conftest import tiny_cfg
-from mic_det.data.loaders import CheckedDatasetMapper, PairedDataLoader, check_class_lists, strip_annotations
+from mic_det.data.loaders import CheckedDatasetMapper, check_class_lists, strip_annotations
+from mic_det.data.stream import PairedDataLoader
 from mic_det.data.synthetic import register_synthetic_shift
 from mic_det.engine import DomainAdaptiveTrainer, check_losses_finite
 
 
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("synthetic"))
-    register_synthetic_shift(root, image_size=(96, 160), num_train=8, num_val=4)
-    yield root
-    register_synthetic_shift(os.getenv("DETECTRON2_DATASETS", "datasets"))
-
-
 def da_cfg(out, sada=True, mic=True, max_iter=2):
-    cfg = tiny_cfg(sada=sada, mic=mic)
-    cfg.DATASETS.TRAIN = ("synthetic_clear_train",)
-    cfg.DATASETS.TRAIN_TARGET = ("synthetic_foggy_train",) if (sada or mic) else ()
-    cfg.DATASETS.TEST = ()
-    cfg.MIC.PSEUDO_LABEL_THRESHOLD = 0.0  # an untrained teacher is never confident
-    cfg.SOLVER.MAX_ITER = max_iter
-    cfg.SOLVER.BASE_LR = 0.001
-    cfg.SOLVER.WARMUP_ITERS = 0
-    cfg.SOLVER.CHECKPOINT_PERIOD = 1000
-    cfg.OUTPUT_DIR = str(out)
+    cfg = shared_da_cfg(out, sada, mic, max_iter)
+    cfg.INPUT.RANDOM_FLIP = "horizontal"  # this module's runs keep detectron2's default
     return cfg
 
 
@@ -87,7 +72,6 @@ def test_target_annotations_never_reach_a_loss(synthetic, tmp_path):
         corrupt = train(cfg).storage.history
     finally:
         register_synthetic_shift(synthetic, image_size=(96, 160), num_train=8, num_val=4)
-    names = [k for k in clean("total_loss").values()]  # noqa: F841  (exists)
     for key in ("total_loss", "loss_mic_cls", "loss_mic_rpn_cls", "loss_sada_img", "loss_cls"):
         assert clean(key).values() == corrupt(key).values(), key
 
@@ -120,10 +104,9 @@ def test_non_finite_loss_names_term_and_iteration():
     check_losses_finite({"a": torch.tensor(1.0)}, torch.tensor(1.0), 0)  # finite: no error
 
 
-def test_class_lists_must_match(synthetic, tmp_path):
+def test_class_lists_must_match(synthetic, register, tmp_path):
     cfg = da_cfg(tmp_path)
-    DatasetCatalog.register("other_classes_train", lambda: [])
-    MetadataCatalog.get("other_classes_train").thing_classes = ["car", "bus", "person"]
+    register("other_classes_train", [], classes=["car", "bus", "person"])
     cfg.DATASETS.TRAIN_TARGET = ("other_classes_train",)
     with pytest.raises(ValueError) as e:
         check_class_lists(cfg)
@@ -131,12 +114,12 @@ def test_class_lists_must_match(synthetic, tmp_path):
     assert "other_classes_train" in msg and "synthetic_clear_train" in msg and "['car', 'bus', 'person']" in msg
 
 
-def test_unregistered_and_empty_datasets_are_named(synthetic, tmp_path):
+def test_unregistered_and_empty_datasets_are_named(synthetic, register, tmp_path):
     cfg = da_cfg(tmp_path)
     cfg.DATASETS.TRAIN_TARGET = ("no_such_dataset",)
     with pytest.raises(KeyError, match="no_such_dataset"):
         DomainAdaptiveTrainer.build_train_loader(cfg)
-    DatasetCatalog.register("empty_target", lambda: [])
+    register("empty_target", [])
     cfg.DATASETS.TRAIN_TARGET = ("empty_target",)
     with pytest.raises(ValueError, match="empty_target.*no images"):
         DomainAdaptiveTrainer.build_train_loader(cfg)
@@ -171,3 +154,4 @@ def test_mixed_precision_step_runs(synthetic, tmp_path):
     assert trainer._trainer.amp_dtype == torch.bfloat16 and trainer._trainer.grad_scaler is None
     total = trainer.storage.history("total_loss").values()
     assert len(total) == 2 and all(torch.isfinite(torch.tensor(v)) for v, _ in total)
+

@@ -210,18 +210,3 @@ def build_test_loader(cfg, dataset_name: str):
     return build_detection_test_loader(
         dataset=dicts, mapper=CheckedDatasetMapper(cfg, is_train=False), num_workers=cfg.DATALOADER.NUM_WORKERS
     )
-
-
-class PairedDataLoader:
-    """Yields ``(source_batch, target_batch)`` from two infinite loaders, one pair a step."""
-
-    def __init__(self, source, target):
-        self.source = source
-        self.target = target
-
-    def set_start(self, batch: int):
-        self.source.set_start(batch)
-        self.target.set_start(batch)
-
-    def __iter__(self):
-        yield from zip(self.source, self.target)

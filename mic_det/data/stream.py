@@ -7,6 +7,7 @@ depends on history it does not save. Here the batches of indices are formed from
 sampler's index stream and the images' sizes alone (cheap to replay), and each image's
 augmentation is seeded by (stream seed, batch number, position in batch). Resuming at
 iteration k replays k batches of indices (no image is read) and goes on from there.
+``PairedDataLoader`` steps a source and a target stream together, one batch of each.
 """
 import contextlib
 import itertools
@@ -137,3 +138,18 @@ class ResumableTrainLoader:
             pin_memory=self.pin_memory,
         )
         return iter(loader)
+
+
+class PairedDataLoader:
+    """Yields ``(source_batch, target_batch)`` from two infinite loaders, one pair a step."""
+
+    def __init__(self, source, target):
+        self.source = source
+        self.target = target
+
+    def set_start(self, batch: int):
+        self.source.set_start(batch)
+        self.target.set_start(batch)
+
+    def __iter__(self):
+        yield from zip(self.source, self.target)

@@ -14,13 +14,8 @@ from detectron2.utils.events import get_event_storage
 from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
-from ..data.loaders import (
-    PairedDataLoader,
-    build_source_loader,
-    build_target_loader,
-    build_test_loader,
-    check_class_lists,
-)
+from ..data.loaders import build_source_loader, build_target_loader, build_test_loader, check_class_lists
+from ..data.stream import PairedDataLoader
 from ..evaluation import DomainAdaptationCOCOEvaluator, format_ap50_table, write_results_json
 from ..modeling.teacher import EMATeacher
 from .checkpoint import AtomicCheckpointer, check_weights_path
