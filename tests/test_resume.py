@@ -6,9 +6,13 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
+from detectron2.engine import HookBase
+from detectron2.utils.env import seed_all_rng
 
-from conftest import TRAIN_NET, run_train_net
+from conftest import TRAIN_NET, da_cfg, run_train_net
+from mic_det.engine import DomainAdaptiveTrainer
 
 ITERS = ["SOLVER.MAX_ITER", "6", "SOLVER.CHECKPOINT_PERIOD", "3", "DATASETS.TEST", "()"]
 
@@ -71,23 +75,74 @@ def _wait_for(path, proc, timeout=300):
         time.sleep(0.2)
 
 
-def test_sigterm_saves_a_checkpoint_and_resume_continues(tool_env, tiny_mic_config, tmp_path):
-    proc = _start(tiny_mic_config, tmp_path, tool_env)
-    _wait_for(tmp_path / "metrics.json", proc)  # first written after iteration 20
+def test_sigterm_at_any_step_then_resume_is_bit_exact(tool_env, tiny_mic_config, tmp_path):
+    """A train_net.py process stopped by SIGTERM wherever it happens to be, then run again
+    with --resume, ends with the student and teacher, bit for bit, of a run never stopped."""
+    iters = ["SOLVER.MAX_ITER", "30", "SOLVER.CHECKPOINT_PERIOD", "10"]
+    full = tmp_path / "full"
+    p = run_train_net(["--config", tiny_mic_config, *iters, "DATASETS.TEST", "()", "OUTPUT_DIR", str(full)], tool_env)
+    assert p.returncode == 0, p.stderr[-3000:]
+
+    stopped = tmp_path / "stopped"
+    proc = _start(tiny_mic_config, stopped, tool_env, iters)
+    _wait_for(stopped / "model_0000009.pth", proc)
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM, _output(tmp_path)
-    name = (tmp_path / "last_checkpoint").read_text()
-    ckpt = load(tmp_path / name)
+    assert proc.returncode == 128 + signal.SIGTERM, _output(stopped)
+    name = (stopped / "last_checkpoint").read_text()
+    ckpt = load(stopped / name)
     stopped_at = ckpt["iteration"]
-    assert stopped_at >= 19 and name == f"model_{stopped_at:07d}.pth"
+    assert 9 <= stopped_at < 29 and name == f"model_{stopped_at:07d}.pth"
     assert "teacher" in ckpt
-    p = run_train_net(
-        ["--config", tiny_mic_config, "--resume", "SOLVER.MAX_ITER", str(stopped_at + 3), "DATASETS.TEST", "()", "OUTPUT_DIR", str(tmp_path)],
-        tool_env,
-    )
+    p = run_train_net(["--config", tiny_mic_config, "--resume", *iters, "DATASETS.TEST", "()", "OUTPUT_DIR", str(stopped)], tool_env)
     assert p.returncode == 0, p.stderr[-3000:]
-    assert load(tmp_path / "model_final.pth")["iteration"] == stopped_at + 2
+    a, b = load(full / "model_final.pth"), load(stopped / "model_final.pth")
+    assert a["iteration"] == b["iteration"] == 29
+    assert_same_weights(a, b)
+
+
+class SignalAt(HookBase):
+    """Sends this process SIGTERM during iteration ``it``, as a scheduler would."""
+
+    def __init__(self, it):
+        self.it = it
+
+    def before_step(self):
+        if self.trainer.iter == self.it:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def state(trainer):
+    return {"model": trainer.student.state_dict(), "teacher": trainer.teacher.model.state_dict()}
+
+
+@pytest.mark.parametrize("stop_at", [2, 3])  # the last iteration of burn-in, the first of MIC
+def test_sigterm_checkpoint_holds_the_state_after_every_hook(stop_at, synthetic, tmp_path):
+    """Around the end of burn-in the teacher is copied from the student and then updated
+    by the EMA: a run stopped there and resumed ends as one never stopped."""
+    cfg = da_cfg(tmp_path / "full", mic=True, max_iter=6)
+    cfg.TEACHER.BURN_IN_ITERS = 3
+    cfg.SEED = 3
+    seed_all_rng(cfg.SEED)  # as train_net.py does: the same initial weights
+    full = DomainAdaptiveTrainer(cfg)
+    full.resume_or_load(resume=False)
+    full.train()
+
+    cfg.OUTPUT_DIR = str(tmp_path / "stopped")
+    seed_all_rng(cfg.SEED)
+    stopped = DomainAdaptiveTrainer(cfg)
+    stopped.resume_or_load(resume=False)
+    stopped.register_hooks([SignalAt(stop_at)])
+    with pytest.raises(SystemExit) as e:
+        stopped.train()
+    assert e.value.code == 128 + signal.SIGTERM
+    assert load(tmp_path / "stopped" / f"model_{stop_at:07d}.pth")["iteration"] == stop_at
+
+    resumed = DomainAdaptiveTrainer(cfg)
+    resumed.resume_or_load(resume=True)
+    assert resumed.start_iter == stop_at + 1
+    resumed.train()
+    assert_same_weights(state(full), state(resumed))
 
 
 def test_ctrl_c_saves_a_checkpoint(tool_env, tiny_mic_config, tmp_path):

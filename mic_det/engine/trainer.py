@@ -141,7 +141,7 @@ class DomainAdaptiveTrainer(DefaultTrainer):
 
     def build_hooks(self):
         cfg = self.cfg
-        ret = [hooks.IterationTimer(), hooks.LRScheduler(), PreemptionHook(self.checkpointer)]
+        ret = [hooks.IterationTimer(), hooks.LRScheduler()]
         if self.teacher is not None:
             burn_in = cfg.TEACHER.BURN_IN_ITERS
             ret.append(
@@ -170,6 +170,10 @@ class DomainAdaptiveTrainer(DefaultTrainer):
             )
         if comm.is_main_process():
             ret.append(hooks.PeriodicWriter(self.build_writers(), period=20))
+        # Last: a checkpoint written on SIGTERM / Ctrl-C holds the state after every other
+        # hook of that step (the teacher's update, the copy at the end of burn-in), so a
+        # resumed run continues exactly as an uninterrupted one.
+        ret.append(PreemptionHook(self.checkpointer))
         return ret
 
     def _evaluate_burn_in(self):
