@@ -80,7 +80,9 @@ def add_mic_config(cfg):
     _C.MIC.QUALITY_WEIGHT = "teacher"
     # Box-regression losses on pseudo-labels (off in the reference, following SADA).
     _C.MIC.BOX_REGRESSION = False
-    # Also mask the labelled source images (helps small domain gaps, hurts large ones).
+    # Also train on a masked copy of the labelled source images once MIC runs: an extra
+    # detection loss (loss_mic_src_*, times LOSS_WEIGHT). The ordinary source losses and
+    # SADA keep the unmasked images. Helps small domain gaps, hurts large ones.
     _C.MIC.MASK_SOURCE = False
     # Photometric augmentation of the masked target image, drawn per image.
     _C.MIC.COLOR_JITTER_PROB = 0.0

@@ -438,3 +438,46 @@ def test_confident_teacher_boxes_reach_the_mic_loss_with_their_confidences(synth
     assert abs(history("mic/pseudo_box_confidence").latest() - 0.9) < 1e-6
     assert history("loss_mic_cls").latest() > 0
 
+
+def test_mic_pass_logs_its_own_sampling_figures(synthetic, tmp_path):
+    """The MIC pass samples ROIs too: its figures go under mic/, the source's stay."""
+    cfg = da_cfg(tmp_path, mic=True, max_iter=1)
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
+    trainer = build_trainer(cfg)
+    trainer.train()
+    logged = trainer.storage.histories()
+    for key in ("roi_head/num_fg_samples", "mic/roi_head/num_fg_samples"):
+        assert key in logged, key
+
+
+# ---------------------------------------------------------------------------------------
+# Masked source
+# ---------------------------------------------------------------------------------------
+def test_masked_source_adds_a_detection_loss_and_sada_sees_the_unmasked_source(storage):
+    cfg = tiny_cfg(sada=True, mic=True)
+    cfg.MIC.MASK_SOURCE = True
+    cfg.MIC.MASK_BLOCK_SIZE = 16
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    model.train()
+    calls = []  # (backbone input, backbone output)
+    model.backbone.register_forward_hook(lambda m, args, out: calls.append((args[0], out)))
+    probe = GradientProbe(model)
+    source, target = make_inputs(2, seed=0), make_inputs(2, with_instances=False, seed=1)
+    unmasked = model.preprocess_image(source).tensor
+
+    losses = model(source, target, fixed_pseudo_labels())
+    for k in ("loss_rpn_cls", "loss_cls", "loss_box_reg", "loss_rpn_loc"):
+        masked_key = k.replace("loss_", "loss_mic_src_")
+        assert masked_key in losses and torch.isfinite(losses[masked_key]), masked_key
+    inputs = [x for x, _ in calls]
+    assert sum(torch.equal(x, unmasked) for x in inputs) == 1
+    views = [masked_blocks(x, unmasked, 16) for x in inputs if x.shape == unmasked.shape and not torch.equal(x, unmasked)]
+    assert [v for v in views if v is not None and v[0] > 0], "no backbone pass saw the masked source"
+    # SADA's source features are those of the unmasked source
+    (source_features,) = [out for x, out in calls if torch.equal(x, unmasked)]
+    assert any(torch.equal(x, source_features["p2"]) for x in probe.img_inputs["p2"])
+
+    # during burn-in (no pseudo-labels) MIC is off: no masked source either
+    plain = model(source, target)
+    assert not [k for k in plain if k.startswith("loss_mic")]

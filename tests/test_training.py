@@ -155,3 +155,17 @@ def test_mixed_precision_step_runs(synthetic, tmp_path):
     total = trainer.storage.history("total_loss").values()
     assert len(total) == 2 and all(torch.isfinite(torch.tensor(v)) for v, _ in total)
 
+
+def test_auto_scale_workers_scales_the_target_batch_and_burn_in():
+    cfg = tiny_cfg(sada=True, mic=True)
+    cfg.SOLVER.REFERENCE_WORLD_SIZE = 1
+    cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.IMS_PER_BATCH_TARGET = 2, 2
+    cfg.SOLVER.MAX_ITER, cfg.TEACHER.BURN_IN_ITERS = 1000, 400
+    out = DomainAdaptiveTrainer.auto_scale_workers(cfg, 4)
+    assert (out.SOLVER.IMS_PER_BATCH, out.SOLVER.IMS_PER_BATCH_TARGET) == (8, 8)
+    assert (out.SOLVER.MAX_ITER, out.TEACHER.BURN_IN_ITERS) == (250, 100)
+    assert cfg.SOLVER.IMS_PER_BATCH_TARGET == 2 and cfg.TEACHER.BURN_IN_ITERS == 400  # a new config
+    assert DomainAdaptiveTrainer.auto_scale_workers(cfg, 1) is cfg
+    cfg.SOLVER.REFERENCE_WORLD_SIZE, cfg.SOLVER.IMS_PER_BATCH_TARGET = 2, 3
+    with pytest.raises(ValueError, match="IMS_PER_BATCH_TARGET.*3.*REFERENCE_WORLD_SIZE.*2"):
+        DomainAdaptiveTrainer.auto_scale_workers(cfg, 4)

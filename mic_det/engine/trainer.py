@@ -51,7 +51,7 @@ class DomainAdaptiveTrainer(DefaultTrainer):
         TrainerBase.__init__(self)
         if not logger.isEnabledFor(logging.INFO):
             setup_logger(name="mic_det")
-        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        cfg = self.auto_scale_workers(cfg, comm.get_world_size())
         check_config(cfg)
 
         # One seed for the data order and every per-step draw; saved in checkpoints.
@@ -86,6 +86,28 @@ class DomainAdaptiveTrainer(DefaultTrainer):
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    @staticmethod
+    def auto_scale_workers(cfg, num_workers: int):
+        """detectron2's (SOLVER.REFERENCE_WORLD_SIZE: batch and LR scale with the number
+        of processes, the schedule shrinks), with the target batch scaled like the source
+        batch and the burn-in shortened like the schedule."""
+        old_world = cfg.SOLVER.REFERENCE_WORLD_SIZE
+        scaled = DefaultTrainer.auto_scale_workers(cfg, num_workers)
+        if old_world == 0 or old_world == num_workers:
+            return scaled
+        target = cfg.SOLVER.IMS_PER_BATCH_TARGET
+        if target % old_world != 0:
+            raise ValueError(
+                f"SOLVER.IMS_PER_BATCH_TARGET ({target}) must be a multiple of SOLVER.REFERENCE_WORLD_SIZE ({old_world})."
+            )
+        frozen = scaled.is_frozen()
+        scaled.defrost()
+        scaled.SOLVER.IMS_PER_BATCH_TARGET = target // old_world * num_workers
+        scaled.TEACHER.BURN_IN_ITERS = int(round(cfg.TEACHER.BURN_IN_ITERS * old_world / num_workers))
+        if frozen:
+            scaled.freeze()
+        return scaled
 
     # ---- building blocks ---------------------------------------------------------------
     @classmethod

@@ -7,6 +7,7 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.modeling.roi_heads import StandardROIHeads
 from detectron2.structures import Instances
+from detectron2.utils.events import get_event_storage
 
 from .mic_loss import MaskedImageConsistency
 from .rpn_outputs import rpn_outputs
@@ -64,6 +65,15 @@ class DomainAdaptiveRCNN(GeneralizedRCNN):
             ]
         return super().preprocess_image(batched_inputs)
 
+    def detection_losses(self, images, gt_instances):
+        """Backbone features, RPN proposals and the stock RPN + ROI losses of labelled
+        ``images``."""
+        features = self.backbone(images.tensor)
+        proposals, losses = self.proposal_generator(images, features, gt_instances)
+        _, detector_losses = self.roi_heads(images, features, proposals, gt_instances)
+        losses.update(detector_losses)
+        return features, proposals, losses
+
     def box_features(self, features: Dict[str, torch.Tensor], boxes) -> torch.Tensor:
         """Box-head features (R, D) of ``boxes`` (one ``Boxes`` per image)."""
         rh = self.roi_heads
@@ -84,12 +94,13 @@ class DomainAdaptiveRCNN(GeneralizedRCNN):
         if "instances" not in batched_inputs[0]:
             raise ValueError("source inputs must carry 'instances' (labelled source images)")
         gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
-        if self.mic is not None and self.mic.mask_source:
-            images = self.mic.masked_view(self, images)
-        features = self.backbone(images.tensor)
-        proposals, losses = self.proposal_generator(images, features, gt_instances)
-        _, detector_losses = self.roi_heads(images, features, proposals, gt_instances)
-        losses.update(detector_losses)
+        features, proposals, losses = self.detection_losses(images, gt_instances)
+        if pseudo_labels is not None and self.mic.mask_source:
+            # a masked copy of the source adds its detection loss only: SADA (below) sees
+            # the unmasked source, or the mask pattern would become a domain cue
+            with get_event_storage().name_scope("mic_source"):
+                masked = self.detection_losses(self.mic.masked_view(self, images), gt_instances)[2]
+            losses.update({k.replace("loss_", "loss_mic_src_", 1): v * self.mic.loss_weight for k, v in masked.items()})
 
         if target_inputs is None:
             return losses

@@ -9,6 +9,7 @@ from detectron2.config import configurable
 from detectron2.layers import cat
 from detectron2.modeling.box_regression import _dense_box_regression_loss
 from detectron2.structures import Boxes, ImageList, Instances, pairwise_iou
+from detectron2.utils.events import get_event_storage
 from torch.nn import functional as F
 
 from .masking import BlockMasker
@@ -80,9 +81,11 @@ class MaskedImageConsistency:
             index = torch.as_tensor(used, device=images.tensor.device)
             images = ImageList(images.tensor[index], [images.image_sizes[i] for i in used])
             pseudo_labels = [pseudo_labels[i] for i in used]
-        losses = pseudo_label_losses(
-            model, self.masked_view(model, images), pseudo_labels, self.quality_weight, self.box_regression
-        )
+        # the ROI sampler logs its foreground count: under "mic/", not over the source's
+        with get_event_storage().name_scope("mic"):
+            losses = pseudo_label_losses(
+                model, self.masked_view(model, images), pseudo_labels, self.quality_weight, self.box_regression
+            )
         return {k: v * self.loss_weight for k, v in losses.items()}
 
 
