@@ -44,16 +44,24 @@ def add_mic_config(cfg):
     # Image level: one conv discriminator per feature map named here.
     _C.MODEL.SADA.IMG_IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]
     _C.MODEL.SADA.IMG_HIDDEN_DIM = 512
+    # Std of the normal init of both conv layers (reference 0.001: learns slowly; short
+    # runs need more, e.g. the demo's).
+    _C.MODEL.SADA.IMG_INIT_STD = 0.001
     # Gradient reversal weight in front of the image-level discriminators.
     _C.MODEL.SADA.IMG_GRL_WEIGHT = 0.025
     _C.MODEL.SADA.IMG_LOSS_WEIGHT = 1.0
-    # Instance level: one MLP per ROI pooling level, on box-head features of randomly
-    # drawn RPN proposals.
+    # Instance level: one MLP per ROI pooling level, on box-head features of proposals
+    # drawn uniformly, INS_PROPOSALS_PER_IMAGE per image.
     _C.MODEL.SADA.INS_HIDDEN_DIM = 1024
+    _C.MODEL.SADA.INS_INIT_STD = 0.01  # all three linear layers (reference 0.01)
     _C.MODEL.SADA.INS_DROPOUT = 0.5
     _C.MODEL.SADA.INS_GRL_WEIGHT = 0.1
     _C.MODEL.SADA.INS_LOSS_WEIGHT = 1.0
     _C.MODEL.SADA.INS_PROPOSALS_PER_IMAGE = 256
+    # Draw them from the RPN's proposals plus, as the reference does, each source image's
+    # ground-truth boxes and one whole-image box per target image (no target label).
+    # False: from the RPN's proposals alone.
+    _C.MODEL.SADA.INS_APPEND_BOXES = True
     # Consistency between the image-level probability pooled over a proposal and that
     # proposal's instance-level probability. Its gradient into the detector is scaled
     # (not reversed) by CST_GRAD_SCALE x the GRL weight of each branch.
@@ -84,11 +92,15 @@ def add_mic_config(cfg):
     # detection loss (loss_mic_src_*, times LOSS_WEIGHT). The ordinary source losses and
     # SADA keep the unmasked images. Helps small domain gaps, hurts large ones.
     _C.MIC.MASK_SOURCE = False
-    # Photometric augmentation of the masked target image, drawn per image.
+    # Photometric augmentation of the target image the student sees, drawn per image and
+    # applied before masking (mic_det/modeling/photometric.py). The reference config
+    # switches it on with jitter 0.8 / strength 0.2 and blur 0.5 (its code drew the on/off
+    # once per run instead of per image).
     _C.MIC.COLOR_JITTER_PROB = 0.0
-    _C.MIC.COLOR_JITTER_STRENGTH = 0.2  # max relative change of brightness and contrast
+    # brightness, contrast, saturation: factor in [1 - s, 1 + s]; hue: +-s of a turn
+    _C.MIC.COLOR_JITTER_STRENGTH = 0.2
     _C.MIC.BLUR_PROB = 0.0
-    _C.MIC.BLUR_SIGMA = (0.1, 2.0)  # Gaussian blur sigma range, in pixels
+    _C.MIC.BLUR_SIGMA = (0.15, 1.15)  # Gaussian blur sigma range, in pixels
 
     # ---- Teacher ----------------------------------------------------------------------
     _C.TEACHER = CN()

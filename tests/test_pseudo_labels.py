@@ -1,3 +1,4 @@
+import pytest
 import torch
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
@@ -65,8 +66,10 @@ def test_teacher_weighting_is_linear_in_box_confidence(storage):
         assert abs(half - 0.5 * full) < 1e-5 * max(1.0, abs(full)), (k, half, full)
 
 
-def test_unit_weights_reproduce_stock_classification_losses(storage):
+@pytest.mark.parametrize("boundary_thresh", [-1, 0])  # detectron2's default, the reference's
+def test_unit_weights_reproduce_stock_classification_losses(boundary_thresh, storage):
     cfg = tiny_cfg(mic=True)
+    cfg.MODEL.RPN.BOUNDARY_THRESH = boundary_thresh
     model = build_model(cfg)
     model.train()
     inputs = make_inputs(1)

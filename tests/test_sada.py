@@ -137,3 +137,69 @@ def test_sada_state_dict_adds_only_sada_keys():
     sada_keys = set(build_model(tiny_cfg(sada=True)).state_dict())
     assert stock_keys < sada_keys
     assert all(k.startswith("sada.") for k in sada_keys - stock_keys)
+
+
+def test_instance_level_draws_from_proposals_source_boxes_and_a_whole_image_box(storage):
+    cfg = tiny_cfg(sada=True)
+    cfg.MODEL.SADA.INS_PROPOSALS_PER_IMAGE = 1000  # keep the whole pool
+    model = build_model(cfg)
+    model.train()
+    images = model.preprocess_image(make_inputs(1))
+    h, w = images.image_sizes[0]
+    features = model.backbone(images.tensor)
+    props = [_proposals((h, w), [[0, 0, 40, 40], [10, 10, 90, 60]])]
+    gt = [Boxes(torch.tensor([[5.0, 6.0, 30.0, 40.0]]))]
+    drawn = []
+
+    def box_features(feats, boxes):
+        drawn.append(torch.cat([b.tensor for b in boxes]))
+        return model.box_features(feats, boxes)
+
+    model.sada([(features, props, True), (features, props, False)], box_features, source_gt_boxes=gt)
+    source, target = (set(map(tuple, x.tolist())) for x in drawn[:2])
+    proposals = {(0.0, 0.0, 40.0, 40.0), (10.0, 10.0, 90.0, 60.0)}
+    assert source == proposals | {(5.0, 6.0, 30.0, 40.0)}
+    assert target == proposals | {(0.0, 0.0, float(w), float(h))}
+
+    model.sada.ins_append_boxes = False
+    drawn.clear()
+    model.sada([(features, props, True), (features, props, False)], box_features, source_gt_boxes=gt)
+    assert all(set(map(tuple, x.tolist())) == proposals for x in drawn[:2])
+
+
+def test_discriminator_accuracy_is_logged(storage):
+    """Both discriminators sure that everything is source: right on every source sample,
+    wrong on every target one."""
+    cfg = tiny_cfg(sada=True)
+    cfg.MODEL.SADA.INS_DROPOUT = 0.0
+    model = build_model(cfg)
+    model.train()
+    for head in model.sada.img_discriminator.heads.values():
+        torch.nn.init.zeros_(head[-1].weight)
+        torch.nn.init.constant_(head[-1].bias, 3.0)
+    for mlp in model.sada.ins_discriminator.levels:
+        torch.nn.init.zeros_(mlp[-1].weight)
+        torch.nn.init.constant_(mlp[-1].bias, 3.0)
+    model.sada.ins_append_boxes = False  # as many instances per domain
+    images = model.preprocess_image(make_inputs(2))
+    features = model.backbone(images.tensor)
+    props = [_proposals(images.image_sizes[i], [[0, 0, 40, 40], [10, 10, 90, 60]]) for i in range(2)]
+    for domains, expected in (([(features, props, True)], 1.0), ([(features, props, False)], 0.0),
+                              ([(features, props, True), (features, props, False)], 0.5)):
+        model.sada(domains, model.box_features)
+        latest = storage.latest()
+        assert latest["sada/img_acc"][0] == expected and latest["sada/ins_acc"][0] == expected, domains
+
+
+def test_discriminator_init_std_comes_from_the_config():
+    cfg = tiny_cfg(sada=True)
+    cfg.MODEL.SADA.IMG_INIT_STD, cfg.MODEL.SADA.INS_INIT_STD = 0.5, 0.2
+    cfg.MODEL.SADA.IMG_HIDDEN_DIM, cfg.MODEL.SADA.INS_HIDDEN_DIM = 256, 256
+    torch.manual_seed(0)
+    sada = build_model(cfg).sada
+    for head in sada.img_discriminator.heads.values():
+        for conv in (head[0], head[-1]):
+            assert abs(conv.weight.std().item() - 0.5) < 0.1 and not conv.bias.any()
+    for mlp in sada.ins_discriminator.levels:
+        for lin in (m for m in mlp if isinstance(m, torch.nn.Linear)):
+            assert abs(lin.weight.std().item() - 0.2) < 0.04 and not lin.bias.any()

@@ -6,9 +6,12 @@ from torch import nn
 
 
 class ImageDomainDiscriminator(nn.Module):
-    """Per-pixel domain logits for each named feature map (1x1 conv, ReLU, 1x1 conv)."""
+    """Per-pixel domain logits for each named feature map (1x1 conv, ReLU, 1x1 conv).
 
-    def __init__(self, in_features: List[str], in_channels: int, hidden_dim: int = 512):
+    Both convolutions start from N(0, ``init_std``) (the reference's 0.001: a head that
+    learns slowly, which 60k iterations afford and a few hundred do not)."""
+
+    def __init__(self, in_features: List[str], in_channels: int, hidden_dim: int = 512, init_std: float = 0.001):
         super().__init__()
         self.in_features = list(in_features)
         self.heads = nn.ModuleDict()
@@ -20,7 +23,7 @@ class ImageDomainDiscriminator(nn.Module):
             )
             for layer in head:
                 if isinstance(layer, nn.Conv2d):
-                    nn.init.normal_(layer.weight, std=0.001)
+                    nn.init.normal_(layer.weight, std=init_std)
                     nn.init.constant_(layer.bias, 0.0)
             self.heads[name] = head
 

@@ -9,7 +9,9 @@ from torch import nn
 
 
 class InstanceDomainDiscriminator(nn.Module):
-    def __init__(self, num_levels: int, in_dim: int, hidden_dim: int = 1024, dropout: float = 0.5):
+    def __init__(self, num_levels: int, in_dim: int, hidden_dim: int = 1024, dropout: float = 0.5, init_std: float = 0.01):
+        """Every linear layer starts from N(0, ``init_std``), biases at 0 (the reference's
+        0.01 for all three)."""
         super().__init__()
         self.levels = nn.ModuleList()
         for _ in range(num_levels):
@@ -22,12 +24,10 @@ class InstanceDomainDiscriminator(nn.Module):
                 nn.Dropout(dropout),
                 nn.Linear(hidden_dim, 1),
             )
-            linears = [m for m in mlp if isinstance(m, nn.Linear)]
-            for layer in linears[:-1]:
-                nn.init.normal_(layer.weight, std=0.01)
-                nn.init.constant_(layer.bias, 0.0)
-            nn.init.normal_(linears[-1].weight, std=0.05)
-            nn.init.constant_(linears[-1].bias, 0.0)
+            for layer in mlp:
+                if isinstance(layer, nn.Linear):
+                    nn.init.normal_(layer.weight, std=init_std)
+                    nn.init.constant_(layer.bias, 0.0)
             self.levels.append(mlp)
 
     def forward(self, features: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:

@@ -112,6 +112,7 @@ class DomainAdaptiveRCNN(GeneralizedRCNN):
                 self.sada(
                     [(features, proposals, True), (target_features, target_proposals, False)],
                     self.box_features,
+                    source_gt_boxes=[x.gt_boxes for x in gt_instances],
                 )
             )
         if pseudo_labels is not None:

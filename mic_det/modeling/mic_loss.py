@@ -51,7 +51,7 @@ class MaskedImageConsistency:
         return {
             "masker": BlockMasker(m.MASK_BLOCK_SIZE, m.MASK_RATIO),
             "photometric": PhotometricAugmentation(
-                m.COLOR_JITTER_PROB, m.COLOR_JITTER_STRENGTH, m.BLUR_PROB, m.BLUR_SIGMA
+                m.COLOR_JITTER_PROB, m.COLOR_JITTER_STRENGTH, m.BLUR_PROB, m.BLUR_SIGMA, cfg.INPUT.FORMAT
             ),
             "loss_weight": m.LOSS_WEIGHT,
             "quality_weight": m.QUALITY_WEIGHT,
@@ -60,11 +60,12 @@ class MaskedImageConsistency:
         }
 
     def masked_view(self, model, images: ImageList) -> ImageList:
-        """The masked (and, if configured, colour-jittered / blurred) view of ``images``."""
-        tensor = self.masker(images.tensor)
+        """The masked view of ``images``: colour-jittered and blurred first, if configured,
+        then masked, so that a masked block is exactly the pixel mean."""
+        tensor = images.tensor
         if self.photometric.enabled:
             tensor = self.photometric(tensor, images.image_sizes, model.pixel_mean, model.pixel_std)
-        return ImageList(tensor, images.image_sizes)
+        return ImageList(self.masker(tensor), images.image_sizes)
 
     def __call__(self, model, images: ImageList, pseudo_labels: List[Instances]) -> Dict[str, torch.Tensor]:
         """Losses of ``model`` on masked ``images`` (normalised, as the teacher saw them)
@@ -92,11 +93,15 @@ class MaskedImageConsistency:
 @torch.no_grad()
 def label_anchors(rpn, anchors: Boxes, targets: List[Instances]):
     """RPN anchor labels (1 / 0 / -1 ignored, after subsampling) as the stock RPN makes
-    them, plus each anchor's matched box and that box's teacher confidence."""
+    them (anchors crossing the image border ignored when MODEL.RPN.BOUNDARY_THRESH >= 0),
+    plus each anchor's matched box and that box's teacher confidence."""
     labels, matched_boxes, confidences = [], [], []
     for t in targets:
         matched_idxs, lab = rpn.anchor_matcher(pairwise_iou(t.gt_boxes, anchors))
-        lab = rpn._subsample_labels(lab.to(t.gt_boxes.device))
+        lab = lab.to(t.gt_boxes.device)
+        if rpn.anchor_boundary_thresh >= 0:
+            lab[~anchors.inside_box(t.image_size, rpn.anchor_boundary_thresh)] = -1
+        lab = rpn._subsample_labels(lab)
         labels.append(lab)
         matched_boxes.append(t.gt_boxes.tensor[matched_idxs])
         confidences.append(t.gt_scores[matched_idxs])

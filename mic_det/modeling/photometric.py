@@ -1,14 +1,21 @@
-"""Colour jitter and Gaussian blur of the masked target view, drawn per image.
+"""Colour jitter and Gaussian blur of the target image the MIC student sees, drawn per
+image, applied before the blocks are masked (as the reference does, so that a masked
+block stays exactly the pixel mean).
 
-Vectorised over the batch: each image gets its own on/off draw, strengths and blur
-sigma (the reference code drew the on/off once per run). Works on normalised tensors
-and leaves the padding at zero.
+Colour jitter follows torchvision's ``ColorJitter(s, s, s, s)``: brightness, contrast,
+saturation and hue, each with its own factor per image, in an order drawn per batch;
+pixel values stay in [0, 255]. Hue is rotated in YIQ space, a linear stand-in for a
+rotation of the HSV hue. The reference code drew the on/off of each augmentation once per
+run; here every image has its own draw. Vectorised over the batch; the padding stays zero.
 """
 import math
 from typing import List, Tuple
 
 import torch
 from torch.nn import functional as F
+
+# luma weights of R, G, B (ITU-R 601), as torchvision's grayscale
+_LUMA = (0.299, 0.587, 0.114)
 
 
 def padding_mask(shape, image_sizes: List[Tuple[int, int]], device) -> torch.Tensor:
@@ -21,9 +28,10 @@ def padding_mask(shape, image_sizes: List[Tuple[int, int]], device) -> torch.Ten
 
 
 def gaussian_blur(images: torch.Tensor, sigmas: torch.Tensor, max_sigma: float) -> torch.Tensor:
-    """Blur each image of (N, C, H, W) with its own sigma (N,), separable, reflect-padded."""
+    """Blur each image of (N, C, H, W) with its own sigma (N,), separable, reflect-padded.
+    The kernel reaches 4 sigma (the weight left out is below 1e-4)."""
     n, c, h, w = images.shape
-    radius = max(1, math.ceil(3 * max_sigma))
+    radius = max(1, math.ceil(4 * max_sigma))
     x = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
     kernels = torch.exp(-0.5 * (x.view(1, -1) / sigmas.view(-1, 1).to(images.dtype)) ** 2)
     kernels = (kernels / kernels.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0)  # (N*C, K)
@@ -33,16 +41,65 @@ def gaussian_blur(images: torch.Tensor, sigmas: torch.Tensor, max_sigma: float) 
     return out.view(n, c, h, w)
 
 
+def rotate_hue(x: torch.Tensor, turns: torch.Tensor, channel_of: List[int]) -> torch.Tensor:
+    """Rotate the chroma of each image of (N, 3, H, W) by ``turns`` (N,) of a full turn;
+    channel i of the images holds colour ``channel_of[i]`` (0 = R, 1 = G, 2 = B)."""
+    to_yiq = x.new_tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+    angle = 2 * math.pi * turns.to(x.dtype)
+    rot = torch.zeros(len(turns), 3, 3, dtype=x.dtype, device=x.device)
+    rot[:, 0, 0] = 1
+    rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = angle.cos(), -angle.sin(), angle.sin(), angle.cos()
+    m = torch.linalg.inv(to_yiq) @ rot @ to_yiq  # (N, 3, 3), acting on (R, G, B)
+    m = m[:, channel_of][:, :, channel_of]  # acting on the images' channels
+    return torch.einsum("nij,njhw->nihw", m, x)
+
+
 class PhotometricAugmentation:
-    def __init__(self, jitter_prob, jitter_strength, blur_prob, blur_sigma):
+    """Args:
+        jitter_prob, jitter_strength: per image, with probability ``jitter_prob``,
+            brightness, contrast and saturation are scaled by factors in
+            [1 - s, 1 + s] and the hue rotated by up to +-s of a turn.
+        blur_prob, blur_sigma: per image, with probability ``blur_prob``, a Gaussian blur
+            with sigma drawn uniformly from ``blur_sigma`` (pixels).
+        channel_order: "BGR" or "RGB" (INPUT.FORMAT), for luma and hue.
+    """
+
+    def __init__(self, jitter_prob, jitter_strength, blur_prob, blur_sigma, channel_order="BGR"):
         self.jitter_prob = jitter_prob
         self.jitter_strength = jitter_strength
         self.blur_prob = blur_prob
         self.blur_sigma = tuple(blur_sigma)
+        if channel_order not in ("BGR", "RGB"):
+            raise ValueError(f"INPUT.FORMAT must be 'BGR' or 'RGB' for MIC's colour jitter, got {channel_order!r}")
+        # channel_of[i]: which of R, G, B channel i of the images holds
+        self.channel_of = [2, 1, 0] if channel_order == "BGR" else [0, 1, 2]
 
     @property
     def enabled(self) -> bool:
         return self.jitter_prob > 0 or self.blur_prob > 0
+
+    def _jitter(self, x, inside):
+        n, device, s = x.shape[0], x.device, self.jitter_strength
+        on = (torch.rand(n, device=device) < self.jitter_prob).to(x.dtype)
+
+        def factor():  # 1 +- s where on, 1 where off; (N, 1, 1, 1)
+            return (1 + (torch.rand(n, device=device) * 2 - 1) * s * on).view(n, 1, 1, 1)
+
+        luma = x.new_tensor(_LUMA)[self.channel_of].view(1, 3, 1, 1)
+        area = inside.sum(dim=(2, 3), keepdim=True).clamp(min=1)
+        for op in torch.randperm(4).tolist():
+            gray = (x * luma).sum(dim=1, keepdim=True)
+            if op == 0:  # brightness
+                x = x * factor()
+            elif op == 1:  # contrast: away from or towards the image's mean grey
+                mean = (gray * inside).sum(dim=(2, 3), keepdim=True) / area
+                x = (x - mean) * factor() + mean
+            elif op == 2:  # saturation: away from or towards each pixel's grey
+                x = (x - gray) * factor() + gray
+            else:
+                x = rotate_hue(x, (torch.rand(n, device=device) * 2 - 1) * s * on, self.channel_of)
+            x = x.clamp(0, 255)
+        return x
 
     def __call__(self, images: torch.Tensor, image_sizes, pixel_mean, pixel_std) -> torch.Tensor:
         """Augment normalised ``images``; ``pixel_mean``/``pixel_std`` undo the normalisation."""
@@ -51,13 +108,7 @@ class PhotometricAugmentation:
         inside = padding_mask(images.shape, image_sizes, device).to(images.dtype)
         x = images * pixel_std + pixel_mean  # back to pixel values
         if self.jitter_prob > 0:
-            on = (torch.rand(n, 1, 1, 1, device=device) < self.jitter_prob).to(x.dtype)
-            s = self.jitter_strength
-            brightness = 1 + (torch.rand(n, 1, 1, 1, device=device) * 2 - 1) * s * on
-            contrast = 1 + (torch.rand(n, 1, 1, 1, device=device) * 2 - 1) * s * on
-            area = inside.sum(dim=(2, 3), keepdim=True).clamp(min=1)
-            mean = (x * inside).sum(dim=(2, 3), keepdim=True) / area
-            x = ((x - mean) * contrast + mean) * brightness
+            x = self._jitter(x, inside)
         if self.blur_prob > 0:
             lo, hi = self.blur_sigma
             on = torch.rand(n, device=device) < self.blur_prob
