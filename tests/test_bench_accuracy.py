@@ -231,6 +231,27 @@ def test_editing_a_config_makes_its_finished_runs_stale(tmp_path, monkeypatch):
     assert ba.run_state(run) == "stale"
 
 
+def test_settings_of_switched_off_methods_do_not_make_runs_stale():
+    """A SADA or MIC setting cannot act on a source-only run: its digest ignores them,
+    while a SADA run's digest sees them."""
+    source_only = ba.read_config("configs/bench/synthetic_source_only.yaml")
+    sada = ba.read_config("configs/bench/synthetic_sada.yaml")
+    mic = ba.read_config("configs/bench/synthetic_mic.yaml")
+    digests = [ba.config_digest(c) for c in (source_only, sada, mic)]
+    for c in (source_only, sada, mic):
+        c.MODEL.SADA.IMG_INIT_STD = 0.5
+        c.MIC.MASK_RATIO = 0.7
+        c.TEACHER.EMA_ALPHA = 0.5
+    assert ba.config_digest(source_only) == digests[0]
+    assert ba.config_digest(sada) != digests[1]
+    assert ba.config_digest(mic) != digests[2]
+    sada_only_init = ba.read_config("configs/bench/synthetic_sada.yaml")
+    sada_only_init.MODEL.SADA.IMG_INIT_STD = 0.5
+    assert ba.config_digest(sada) == ba.config_digest(sada_only_init), "MIC's settings count in a SADA run"
+    source_only.SOLVER.BASE_LR = 0.5  # everything else does
+    assert ba.config_digest(source_only) != digests[0]
+
+
 def _fake_cctv_set(root, label="0 0.5 0.5 0.2 0.2\n"):
     for split in ("train", "valid", "test"):
         os.makedirs(root / split / "images")

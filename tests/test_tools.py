@@ -280,7 +280,8 @@ def test_visualize_batch_writes_a_grid_per_target_image(run, tmp_path):
 def test_visualize_curves(tmp_path):
     lines = []
     for it in range(19, 400, 20):
-        r = {"iteration": it, "loss_cls": 1.0 / (1 + it / 100), "loss_rpn_cls": 0.3, "loss_sada_img": 0.69, "lr": 0.01}
+        r = {"iteration": it, "loss_cls": 1.0 / (1 + it / 100), "loss_rpn_cls": 0.3, "loss_sada_img": 0.69, "lr": 0.01,
+             "sada/img_acc": 0.5 + 20 / (it + 40), "sada/ins_acc": 0.55}
         if it >= 200:
             r.update({"loss_mic_cls": 0.4, "mic/pseudo_boxes_per_image": 2.0 + it / 200})
         lines.append(json.dumps(r))

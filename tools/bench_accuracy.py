@@ -215,7 +215,16 @@ def skipped_pairs(args) -> List[str]:
 
 def config_digest(cfg) -> str:
     """sha256 of the merged config (YAML files and their _BASE_s), so that editing a
-    benchmark config makes its finished runs stale instead of silently reused."""
+    benchmark config makes its finished runs stale instead of silently reused. The
+    sections of switched-off methods (MODEL.SADA without SADA; MIC and TEACHER without
+    MIC) are left out: they cannot act on the run, so a new or changed SADA or MIC
+    setting does not make source-only and oracle runs stale."""
+    cfg = cfg.clone()
+    cfg.defrost()
+    if not cfg.MODEL.SADA.ENABLED:
+        del cfg.MODEL["SADA"]
+    if not cfg.MIC.ENABLED:
+        del cfg["MIC"], cfg["TEACHER"]
     return hashlib.sha256(cfg.dump().encode()).hexdigest()
 
 

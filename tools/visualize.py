@@ -248,13 +248,17 @@ def curves(args):
             style = dict(MODEL_STYLES[model], color=f"C{datasets.index(dataset) % 10}")
             ap_lines.append((k, f"{model} {dataset}" if model else dataset, style))
 
-    fig, axes = plt.subplots(2, 2, figsize=(13, 8.5))
+    fig, axes = plt.subplots(2, 3, figsize=(18, 8.5))
     plot_lines(axes[0, 0], records, [(k, k, {}) for k in detection], "detection losses (source)", "loss", "no detection loss")
     plot_lines(axes[0, 1], records, [(k, k, {}) for k in adapt], "adaptation losses (SADA, MIC)", "loss",
                "no SADA / MIC loss (source-only run?)")
+    plot_lines(axes[0, 2], records, [("sada/img_acc", "image level", {}), ("sada/ins_acc", "instance level", {})],
+               "SADA discriminators: domain accuracy (0.5 = aligned)", "accuracy", "no sada/*_acc (SADA off)")
+    axes[0, 2].axhline(0.5, color="gray", linewidth=0.8, linestyle=":")
     plot_lines(axes[1, 0], records, [("mic/pseudo_boxes_per_image", "pseudo-boxes per target image", {})],
                "teacher pseudo-labels", "boxes per image", "no mic/pseudo_boxes_per_image (MIC off or still in burn-in)")
     plot_lines(axes[1, 1], records, ap_lines, "AP50 (%)", "AP50", "no evaluation in metrics.json (TEST.EVAL_PERIOD 0?)")
+    axes[1, 2].axis("off")
     first, last = records[0]["iteration"], records[-1]["iteration"]
     margin = max(1, (last - first) * 0.03)
     for ax in axes.flat:
