@@ -2,6 +2,7 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
+from torch.nn import functional as F
 
 from conftest import make_inputs, tiny_cfg
 from mic_det.modeling import pseudo_label_losses, pseudo_label_stats, select_pseudo_labels
@@ -68,18 +69,25 @@ def test_teacher_weighting_is_linear_in_box_confidence(storage):
 
 @pytest.mark.parametrize("boundary_thresh", [-1, 0])  # detectron2's default, the reference's
 def test_unit_weights_reproduce_stock_classification_losses(boundary_thresh, storage):
+    """Two images, and loss weights other than 1 in the RPN and box predictor: the
+    pseudo-label losses at unit quality weights are detectron2's own."""
     cfg = tiny_cfg(mic=True)
     cfg.MODEL.RPN.BOUNDARY_THRESH = boundary_thresh
+    cfg.MODEL.RPN.LOSS_WEIGHT = 2.0
+    cfg.MODEL.RPN.BBOX_REG_LOSS_WEIGHT = 3.0
+    cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT = 4.0
     model = build_model(cfg)
+    model.roi_heads.box_predictor.loss_weight["loss_cls"] = 5.0
     model.train()
-    inputs = make_inputs(1)
+    inputs = make_inputs(2)
     images = model.preprocess_image(inputs)
-    targets = _targets(1.0, images.image_sizes[0])
-    ours = None
+    targets = [_targets(1.0, images.image_sizes[i])[0] for i in range(2)]
+    targets[1].gt_boxes = Boxes(torch.tensor([[60.0, 10.0, 150.0, 80.0]]))
     torch.manual_seed(0)
     ours = pseudo_label_losses(model, images, targets, "none", True)
     torch.manual_seed(0)
-    inputs[0]["instances"] = Instances(targets[0].image_size, gt_boxes=targets[0].gt_boxes, gt_classes=targets[0].gt_classes)
+    for x, t in zip(inputs, targets):
+        x["instances"] = Instances(t.image_size, gt_boxes=t.gt_boxes, gt_classes=t.gt_classes)
     stock = model(inputs)
     assert torch.allclose(ours["loss_mic_rpn_cls"], stock["loss_rpn_cls"])
     assert torch.allclose(ours["loss_mic_cls"], stock["loss_cls"])
@@ -112,3 +120,101 @@ def test_student_weighting_uses_student_confidence(storage):
     # weights are probabilities in (0, 1): every term shrinks, none vanishes
     for k in none:
         assert 0 < student[k].item() < none[k].item(), k
+
+
+def test_teacher_weighting_weighs_foreground_samples_by_their_box_and_background_by_one(storage):
+    """The MIC losses against detectron2's own per-sample losses on the same samples:
+    anchors and ROIs matched to a pseudo-box weigh that box's confidence, background ones
+    1; normalised as the stock losses are."""
+    cfg = tiny_cfg(mic=True)
+    model = build_model(cfg)
+    model.train()
+    images = model.preprocess_image(make_inputs(2, with_instances=False))
+    targets = []
+    for i, (boxes, scores) in enumerate((([[20.0, 20.0, 70.0, 60.0], [90.0, 10.0, 150.0, 70.0]], [0.3, 0.9]),
+                                         ([[10.0, 30.0, 60.0, 90.0]], [0.6]))):
+        t = Instances(images.image_sizes[i])
+        t.gt_boxes = Boxes(torch.tensor(boxes))
+        t.gt_classes = torch.tensor([1, 2][: len(boxes)])
+        t.gt_scores = torch.tensor(scores)
+        targets.append(t)
+    torch.manual_seed(0)
+    ours = pseudo_label_losses(model, images, targets, "teacher", False)
+
+    rpn, roi_heads = model.proposal_generator, model.roi_heads
+    torch.manual_seed(0)
+    features = model.backbone(images.tensor)
+    feats = [features[f] for f in rpn.in_features]
+    anchors = rpn.anchor_generator(feats)
+    logits, deltas = rpn.rpn_head(feats)
+    logits = torch.cat([x.permute(0, 2, 3, 1).flatten(1) for x in logits], dim=1)
+    labels, matched = rpn.label_and_sample_anchors(anchors, targets)
+    rpn_sum = 0.0
+    for i, t in enumerate(targets):
+        score_of = {tuple(b.tolist()): s.item() for b, s in zip(t.gt_boxes.tensor, t.gt_scores)}
+        valid = labels[i] >= 0
+        bce = F.binary_cross_entropy_with_logits(logits[i][valid], labels[i][valid].float(), reduction="none")
+        weight = torch.tensor([score_of[tuple(b.tolist())] if lab == 1 else 1.0
+                               for b, lab in zip(matched[i][valid], labels[i][valid])])
+        assert (labels[i] == 1).any() and (labels[i] == 0).any()
+        rpn_sum = rpn_sum + (bce * weight).sum()
+    expected_rpn = rpn_sum / (rpn.batch_size_per_image * 2)
+    torch.testing.assert_close(ours["loss_mic_rpn_cls"], expected_rpn)
+
+    from mic_det.modeling.rpn_outputs import rpn_outputs
+
+    proposals = roi_heads.label_and_sample_proposals(rpn_outputs(rpn, images, features).proposals, targets)
+    box_features = roi_heads.box_pooler([features[f] for f in roi_heads.box_in_features], [p.proposal_boxes for p in proposals])
+    scores, _ = roi_heads.box_predictor(roi_heads.box_head(box_features))
+    gt_classes = torch.cat([p.gt_classes for p in proposals])
+    ce = F.cross_entropy(scores, gt_classes, reduction="none")
+    foreground = gt_classes < roi_heads.num_classes
+    assert foreground.any() and (~foreground).any()
+    weight = torch.where(foreground, torch.cat([p.gt_scores for p in proposals]), torch.ones_like(ce))
+    torch.testing.assert_close(ours["loss_mic_cls"], (ce * weight).sum() / len(ce))
+
+
+def test_nms_acts_on_two_boxes_and_labels_keep_the_image_size():
+    pred = _pred([[0, 0, 10, 10], [1, 1, 11, 11]], [0.9, 0.85], [0, 0], size=(50, 60))
+    (out,) = select_pseudo_labels([pred], 0.8, 0.5)
+    assert out.gt_scores.tolist() == [pytest.approx(0.9)] and out.image_size == (50, 60)
+
+
+def test_stats_of_one_image_and_of_none_confident():
+    (one,) = select_pseudo_labels([_pred([[0, 0, 10, 10], [50, 50, 60, 60]], [0.9, 0.8], [0, 1])], 0.5, 0.5)
+    stats = pseudo_label_stats([one])
+    assert stats["mic/pseudo_boxes_per_image"] == 2.0 and stats["mic/images_used_fraction"] == 1.0
+    empty = select_pseudo_labels([_pred([[0, 0, 10, 10]], [0.1], [0])] * 2, 0.8, 0.5)
+    stats = pseudo_label_stats(empty)
+    assert stats == {"mic/pseudo_boxes_per_image": 0.0, "mic/images_used_fraction": 0.0, "mic/pseudo_box_confidence": 0.0}
+
+
+def test_box_regression_terms_when_asked(storage):
+    cfg = tiny_cfg(mic=True)
+    cfg.MIC.BOX_REGRESSION = True
+    model = build_model(cfg)
+    model.train()
+    images = model.preprocess_image(make_inputs(2, with_instances=False))
+    keys = {"loss_mic_rpn_cls", "loss_mic_cls", "loss_mic_rpn_loc", "loss_mic_box_reg"}
+    empty = [_targets(0.9, images.image_sizes[0])[0][[]] for _ in range(2)]
+    losses = model.mic(model, images, empty)
+    assert set(losses) == keys and all(v.item() == 0 for v in losses.values())
+    losses = model.mic(model, images, [_targets(0.9, images.image_sizes[i])[0] for i in range(2)])
+    assert set(losses) == keys and losses["loss_mic_box_reg"] > 0
+
+
+def test_an_image_with_a_single_pseudo_box_is_used(storage, monkeypatch):
+    import mic_det.modeling.mic_loss as mic_loss
+
+    seen = []
+    real = mic_loss.pseudo_label_losses
+    monkeypatch.setattr(mic_loss, "pseudo_label_losses", lambda m, im, t, *a: (seen.append((im, t)), real(m, im, t, *a))[1])
+    model = build_model(tiny_cfg(mic=True))
+    model.train()
+    images = model.preprocess_image(make_inputs(3, with_instances=False))
+    one = _targets(0.9, images.image_sizes[0])[0]
+    model.mic(model, images, [one[[]], one, one[[]]])
+    (masked, targets), = seen
+    assert len(targets) == 1 and masked.tensor.shape[0] == 1
+    kept = masked.tensor != 0
+    assert torch.equal(masked.tensor[kept], images.tensor[1:2][kept]), "the masked image is the second one"

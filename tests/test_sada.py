@@ -1,5 +1,6 @@
 """SADA heads: every discriminator level learns, losses have the right targets, and with
 adaptation off the model is a stock Faster R-CNN."""
+import pytest
 import torch
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
@@ -11,14 +12,14 @@ from mic_det.modeling.instance_discriminator import InstanceDomainDiscriminator
 
 
 def test_image_discriminator_one_logit_map_per_level():
-    disc = ImageDomainDiscriminator(["p2", "p3"], in_channels=8, hidden_dim=4)
+    disc = ImageDomainDiscriminator(["p2", "p3"], in_channels=8, hidden_dim=4, init_std=0.01)
     feats = {"p2": torch.randn(2, 8, 16, 20), "p3": torch.randn(2, 8, 8, 10)}
     out = disc(feats)
     assert out["p2"].shape == (2, 1, 16, 20) and out["p3"].shape == (2, 1, 8, 10)
 
 
 def test_instance_discriminator_routes_each_level_to_its_own_mlp():
-    disc = InstanceDomainDiscriminator(num_levels=4, in_dim=8, hidden_dim=16, dropout=0.0)
+    disc = InstanceDomainDiscriminator(num_levels=4, in_dim=8, hidden_dim=16, dropout=0.0, init_std=0.01)
     feats = torch.randn(8, 8)
     levels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
     logits = disc(feats, levels)
@@ -176,10 +177,10 @@ def test_discriminator_accuracy_is_logged(storage):
     model.train()
     for head in model.sada.img_discriminator.heads.values():
         torch.nn.init.zeros_(head[-1].weight)
-        torch.nn.init.constant_(head[-1].bias, 3.0)
+        torch.nn.init.constant_(head[-1].bias, 0.5)  # logit 0.5: source, if only just
     for mlp in model.sada.ins_discriminator.levels:
         torch.nn.init.zeros_(mlp[-1].weight)
-        torch.nn.init.constant_(mlp[-1].bias, 3.0)
+        torch.nn.init.constant_(mlp[-1].bias, 0.5)
     model.sada.ins_append_boxes = False  # as many instances per domain
     images = model.preprocess_image(make_inputs(2))
     features = model.backbone(images.tensor)
@@ -203,3 +204,78 @@ def test_discriminator_init_std_comes_from_the_config():
     for mlp in sada.ins_discriminator.levels:
         for lin in (m for m in mlp if isinstance(m, torch.nn.Linear)):
             assert abs(lin.weight.std().item() - 0.2) < 0.04 and not lin.bias.any()
+
+
+def test_consistency_compares_each_proposals_own_pooled_probability(storage):
+    """Two proposals over different image-level probabilities: each is compared with its
+    own pooled region, not with an average over the image."""
+    cfg = tiny_cfg(sada=True)
+    cfg.MODEL.SADA.INS_DROPOUT = 0.0
+    model = build_model(cfg)
+    model.train()
+    for head in model.sada.img_discriminator.heads.values():
+        torch.nn.init.normal_(head[0].weight, std=0.5)
+        torch.nn.init.normal_(head[-1].weight, std=0.5)
+    for mlp in model.sada.ins_discriminator.levels:
+        torch.nn.init.zeros_(mlp[-1].weight)
+        torch.nn.init.constant_(mlp[-1].bias, 0.0)  # instance probability 0.5 everywhere
+    images = model.preprocess_image(make_inputs(1))
+    features = model.backbone(images.tensor)
+    props = [_proposals(images.image_sizes[0], [[0, 0, 30, 30], [100, 50, 150, 90]])]
+    losses = model.sada([(features, props, True)], model.box_features)
+    probs = model.sada.img_discriminator({k: features[k] for k in cfg.MODEL.ROI_HEADS.IN_FEATURES})
+    pooled = model.sada.prob_pooler([probs[k].sigmoid() for k in cfg.MODEL.ROI_HEADS.IN_FEATURES], [props[0].proposal_boxes])
+    per_box = pooled.mean(dim=(1, 2, 3))
+    assert (per_box[0] - per_box[1]).abs() > 1e-3, "the test needs regions that differ"
+    expected = (per_box - 0.5).abs().mean()
+    assert torch.allclose(losses["loss_sada_cst"], cfg.MODEL.SADA.CST_LOSS_WEIGHT * expected, atol=1e-6)
+
+
+def test_image_levels_must_share_their_channels():
+    from detectron2.layers import ShapeSpec
+
+    from mic_det.modeling.sada import SADAHeads
+
+    cfg = tiny_cfg(sada=True)
+    shapes = {"p2": ShapeSpec(channels=32, stride=4), "p3": ShapeSpec(channels=64, stride=8)}
+    cfg.MODEL.SADA.IMG_IN_FEATURES = ["p2", "p3"]
+    with pytest.raises(ValueError, match="IMG_IN_FEATURES.*p2.*p3.*channels"):
+        SADAHeads.from_config(cfg, shapes, box_pooler=None, box_feature_dim=64)
+
+
+def test_discriminators_are_not_linear_and_the_instance_one_drops_out():
+    """A ReLU between the layers (the heads are not one linear map), and dropout that acts
+    in training only."""
+    img = ImageDomainDiscriminator(["p2"], in_channels=8, hidden_dim=16, init_std=0.5)
+    f = torch.randn(1, 8, 4, 4)
+    zero = img({"p2": torch.zeros_like(f)})["p2"]
+    assert not torch.allclose(img({"p2": f})["p2"] + img({"p2": -f})["p2"], 2 * zero, atol=1e-4)
+    ins = InstanceDomainDiscriminator(num_levels=1, in_dim=8, hidden_dim=64, dropout=0.5, init_std=0.5)
+    x, levels = torch.randn(16, 8), torch.zeros(16, dtype=torch.long)
+    ins.eval()
+    assert torch.equal(ins(x, levels), ins(x, levels))
+    assert not torch.allclose(ins(x, levels) + ins(-x, levels), 2 * ins(torch.zeros_like(x), levels), atol=1e-4)
+    ins.train()
+    torch.manual_seed(0)
+    a = ins(x, levels)
+    assert not torch.equal(a, ins(x, levels))
+    # the reference's shape: Linear, ReLU, Dropout, Linear, ReLU, Dropout, Linear
+    assert [type(m).__name__ for m in ins.levels[0]] == ["Linear", "ReLU", "Dropout"] * 2 + ["Linear"]
+    assert all(m.p == 0.5 for m in ins.levels[0] if isinstance(m, torch.nn.Dropout))
+
+
+def test_forward_modes_and_bad_calls(storage):
+    """In eval mode the model predicts whatever it is given; in training, pseudo-labels
+    need MIC and the source images need their labels (named in the errors)."""
+    model = build_model(tiny_cfg(sada=True))
+    source, target = make_inputs(2), make_inputs(2, with_instances=False, seed=1)
+    model.eval()
+    with torch.no_grad():
+        out = model(source, target)
+    assert isinstance(out, list) and "instances" in out[0]
+    model.train()
+    assert {"loss_sada_img", "loss_cls"} <= set(model(source, target))
+    with pytest.raises(ValueError, match="pseudo_labels.*MIC.ENABLED"):
+        model(source, target, [Instances((96, 160))] * 2)
+    with pytest.raises(ValueError, match="source inputs must carry 'instances'"):
+        model([target[0], source[1]], target)

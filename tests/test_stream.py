@@ -153,3 +153,38 @@ def test_paired_loader_steps_both_streams_and_starts_both():
     paired = PairedDataLoader(loader(seed=1), loader(seed=2, batch=2))
     paired.set_start(2)
     assert take(paired, 2) == pairs[2:]
+
+
+def test_the_stream_starts_at_the_samplers_first_batch():
+    from detectron2.data.samplers import TrainingSampler
+
+    first = [x["idx"] for x in take(loader(n=7, batch=3, seed=5), 1)[0]]
+    assert first == list(itertools.islice(iter(TrainingSampler(7, seed=5)), 3))
+
+
+def test_augmentation_draws_depend_on_the_stream_seed():
+    a, b = take(loader(seed=5), 1)[0], take(loader(seed=6), 1)[0]
+    assert [x["torch"] for x in a] != [x["torch"] for x in b]
+
+
+def test_images_without_sizes_or_square_go_with_the_tall_ones():
+    ds = [{"idx": 0, "width": 10, "height": 10}, {"idx": 1}, {"idx": 2, "width": 20, "height": 10},
+          {"idx": 3, "height": 5}]
+    ld = ResumableTrainLoader(ds, record_draws, total_batch_size=2, aspect_ratio_grouping=True, num_workers=0, seed=0)
+    assert ld.aspect_groups == [0, 0, 1, 0]  # as detectron2 groups them: width > height
+    assert ResumableTrainLoader(ds, record_draws, total_batch_size=2, aspect_ratio_grouping=False,
+                                num_workers=0, seed=0).aspect_groups is None
+
+
+def test_repeat_factor_streams_are_reproducible():
+    factors = torch.tensor([1.0, 1.0, 1.0, 4.0])
+    assert take(loader(n=4, batch=4, repeat_factors=factors), 5) == take(loader(n=4, batch=4, repeat_factors=factors), 5)
+    assert take(loader(n=4, batch=4, repeat_factors=factors), 5) != take(loader(n=4, batch=4, seed=6, repeat_factors=factors), 5)
+
+
+def test_starting_a_stream_leaves_the_global_generator_alone():
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    iter(loader())
+    assert torch.equal(torch.rand(3), expected)

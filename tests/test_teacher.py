@@ -1,3 +1,4 @@
+import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
@@ -73,3 +74,19 @@ def test_checkpoint_round_trip_restores_teacher(tmp_path):
         assert torch.equal(a, b), k
     for (k, a), b in zip(student.state_dict().items(), student2.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+def test_loading_a_teacher_state_that_does_not_fit_is_an_error():
+    teacher = EMATeacher(Tiny())
+    state = teacher.state_dict()
+    state.pop("model.lin.bias")
+    with pytest.raises(RuntimeError, match="lin.bias"):
+        teacher.load_state_dict(state)
+
+
+def test_a_student_of_another_shape_is_named():
+    teacher = EMATeacher(Tiny())
+    other = Tiny()
+    other.extra = nn.Linear(2, 2)
+    with pytest.raises(KeyError, match="extra.weight"):
+        teacher.update(other, alpha=0.9)

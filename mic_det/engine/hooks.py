@@ -14,7 +14,7 @@ class EMATeacherHook(HookBase):
     """After each optimizer step (from the end of burn-in on, every ``period`` steps):
     ``teacher = alpha * teacher + (1 - alpha) * student``."""
 
-    def __init__(self, teacher, student_fn, alpha: float, period: int = 1, start_iter: int = 0):
+    def __init__(self, teacher, student_fn, alpha: float, period: int, start_iter: int):
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"TEACHER.EMA_ALPHA must be in [0, 1], got {alpha}")
         if period < 1:

@@ -56,12 +56,12 @@ class DomainAdaptiveStep(SimpleTrainer):
         data_loader,
         optimizer,
         *,
-        teacher: Optional[EMATeacher] = None,
-        mic_active: Callable[[int], bool] = lambda it: False,
-        pseudo_label_threshold: float = 0.8,
-        pseudo_label_nms: float = 0.5,
-        amp_dtype: Optional[torch.dtype] = None,
-        seed: int = 0,
+        teacher: Optional[EMATeacher],
+        mic_active: Callable[[int], bool],
+        pseudo_label_threshold: float,
+        pseudo_label_nms: float,
+        amp_dtype: Optional[torch.dtype],
+        seed: int,
     ):
         super().__init__(model, data_loader, optimizer)
         self.seed = seed

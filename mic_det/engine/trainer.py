@@ -67,7 +67,7 @@ class DomainAdaptiveTrainer(DefaultTrainer):
         burn_in = cfg.TEACHER.BURN_IN_ITERS
         amp_dtype = None
         if cfg.SOLVER.AMP.ENABLED:
-            amp_dtype = getattr(torch, cfg.SOLVER.AMP.get("PRECISION", "float16"))
+            amp_dtype = getattr(torch, cfg.SOLVER.AMP.PRECISION)
         self._trainer = DomainAdaptiveStep(
             model,
             data_loader,

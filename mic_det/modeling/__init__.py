@@ -1,5 +1,5 @@
 """Model parts: the meta-architecture, SADA heads, the EMA teacher and the MIC loss."""
-from .gradient_reversal import GradientReversal, scale_gradient
+from .gradient_reversal import scale_gradient
 from .masking import BlockMasker
 from .meta_arch import DomainAdaptiveRCNN
 from .mic_loss import MaskedImageConsistency, pseudo_label_losses
@@ -11,7 +11,6 @@ __all__ = [
     "BlockMasker",
     "DomainAdaptiveRCNN",
     "EMATeacher",
-    "GradientReversal",
     "MaskedImageConsistency",
     "SADAHeads",
     "pseudo_label_losses",

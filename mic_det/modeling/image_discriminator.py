@@ -11,7 +11,7 @@ class ImageDomainDiscriminator(nn.Module):
     Both convolutions start from N(0, ``init_std``) (the reference's 0.001: a head that
     learns slowly, which 60k iterations afford and a few hundred do not)."""
 
-    def __init__(self, in_features: List[str], in_channels: int, hidden_dim: int = 512, init_std: float = 0.001):
+    def __init__(self, in_features: List[str], in_channels: int, hidden_dim: int, init_std: float):
         super().__init__()
         self.in_features = list(in_features)
         self.heads = nn.ModuleDict()

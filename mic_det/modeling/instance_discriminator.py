@@ -9,7 +9,7 @@ from torch import nn
 
 
 class InstanceDomainDiscriminator(nn.Module):
-    def __init__(self, num_levels: int, in_dim: int, hidden_dim: int = 1024, dropout: float = 0.5, init_std: float = 0.01):
+    def __init__(self, num_levels: int, in_dim: int, hidden_dim: int, dropout: float, init_std: float):
         """Every linear layer starts from N(0, ``init_std``), biases at 0 (the reference's
         0.01 for all three)."""
         super().__init__()

@@ -16,6 +16,8 @@ from torch.nn import functional as F
 
 # luma weights of R, G, B (ITU-R 601), as torchvision's grayscale
 _LUMA = (0.299, 0.587, 0.114)
+# RGB -> YIQ; its first row is the luma
+_TO_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
 
 
 def padding_mask(shape, image_sizes: List[Tuple[int, int]], device) -> torch.Tensor:
@@ -41,10 +43,35 @@ def gaussian_blur(images: torch.Tensor, sigmas: torch.Tensor, max_sigma: float) 
     return out.view(n, c, h, w)
 
 
+def jitter_factors(n: int, strength: float, on: torch.Tensor) -> torch.Tensor:
+    """(N, 1, 1, 1): uniform in [1 - strength, 1 + strength] where ``on``, 1 elsewhere."""
+    return (1 + (torch.rand(n, device=on.device) * 2 - 1) * strength * on).view(n, 1, 1, 1)
+
+
+def grey(x: torch.Tensor, channel_of: List[int]) -> torch.Tensor:
+    """(N, 1, H, W) luma of images whose channel i holds colour ``channel_of[i]``
+    (0 = R, 1 = G, 2 = B)."""
+    luma = x.new_tensor(_LUMA)[channel_of].view(1, 3, 1, 1)
+    return (x * luma).sum(dim=1, keepdim=True)
+
+
+def adjust_contrast(x, factors, channel_of, inside):
+    """Away from (factor > 1) or towards each image's mean grey over its real area."""
+    area = inside.sum(dim=(2, 3), keepdim=True).clamp(min=1)
+    mean = (grey(x, channel_of) * inside).sum(dim=(2, 3), keepdim=True) / area
+    return (x - mean) * factors + mean
+
+
+def adjust_saturation(x, factors, channel_of):
+    """Away from (factor > 1) or towards each pixel's own grey."""
+    g = grey(x, channel_of)
+    return (x - g) * factors + g
+
+
 def rotate_hue(x: torch.Tensor, turns: torch.Tensor, channel_of: List[int]) -> torch.Tensor:
-    """Rotate the chroma of each image of (N, 3, H, W) by ``turns`` (N,) of a full turn;
-    channel i of the images holds colour ``channel_of[i]`` (0 = R, 1 = G, 2 = B)."""
-    to_yiq = x.new_tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+    """Rotate the chroma of each image of (N, 3, H, W) by ``turns`` (N,) of a full turn
+    (a rotation of the I-Q plane of YIQ: luma and chroma magnitude are kept)."""
+    to_yiq = x.new_tensor(_TO_YIQ)
     angle = 2 * math.pi * turns.to(x.dtype)
     rot = torch.zeros(len(turns), 3, 3, dtype=x.dtype, device=x.device)
     rot[:, 0, 0] = 1
@@ -64,7 +91,7 @@ class PhotometricAugmentation:
         channel_order: "BGR" or "RGB" (INPUT.FORMAT), for luma and hue.
     """
 
-    def __init__(self, jitter_prob, jitter_strength, blur_prob, blur_sigma, channel_order="BGR"):
+    def __init__(self, jitter_prob, jitter_strength, blur_prob, blur_sigma, channel_order):
         self.jitter_prob = jitter_prob
         self.jitter_strength = jitter_strength
         self.blur_prob = blur_prob
@@ -78,40 +105,34 @@ class PhotometricAugmentation:
     def enabled(self) -> bool:
         return self.jitter_prob > 0 or self.blur_prob > 0
 
-    def _jitter(self, x, inside):
-        n, device, s = x.shape[0], x.device, self.jitter_strength
-        on = (torch.rand(n, device=device) < self.jitter_prob).to(x.dtype)
-
-        def factor():  # 1 +- s where on, 1 where off; (N, 1, 1, 1)
-            return (1 + (torch.rand(n, device=device) * 2 - 1) * s * on).view(n, 1, 1, 1)
-
-        luma = x.new_tensor(_LUMA)[self.channel_of].view(1, 3, 1, 1)
-        area = inside.sum(dim=(2, 3), keepdim=True).clamp(min=1)
-        for op in torch.randperm(4).tolist():
-            gray = (x * luma).sum(dim=1, keepdim=True)
-            if op == 0:  # brightness
-                x = x * factor()
-            elif op == 1:  # contrast: away from or towards the image's mean grey
-                mean = (gray * inside).sum(dim=(2, 3), keepdim=True) / area
-                x = (x - mean) * factor() + mean
-            elif op == 2:  # saturation: away from or towards each pixel's grey
-                x = (x - gray) * factor() + gray
-            else:
-                x = rotate_hue(x, (torch.rand(n, device=device) * 2 - 1) * s * on, self.channel_of)
-            x = x.clamp(0, 255)
+    def jitter(self, x: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+        """Colour jitter of pixel-valued images, each image on with ``jitter_prob``."""
+        n, s, c = x.shape[0], self.jitter_strength, self.channel_of
+        on = (torch.rand(n, device=x.device) < self.jitter_prob).to(x.dtype)
+        ops = [
+            lambda x: x * jitter_factors(n, s, on),  # brightness
+            lambda x: adjust_contrast(x, jitter_factors(n, s, on), c, inside),
+            lambda x: adjust_saturation(x, jitter_factors(n, s, on), c),
+            lambda x: rotate_hue(x, (jitter_factors(n, s, on).view(n) - 1), c),
+        ]
+        for i in torch.randperm(len(ops)).tolist():
+            x = ops[i](x).clamp(0, 255)
         return x
+
+    def blur(self, x: torch.Tensor) -> torch.Tensor:
+        """Gaussian blur, each image on with ``blur_prob``, sigma uniform in ``blur_sigma``."""
+        n, (lo, hi) = x.shape[0], self.blur_sigma
+        on = torch.rand(n, device=x.device) < self.blur_prob
+        sigmas = lo + torch.rand(n, device=x.device) * (hi - lo)
+        return torch.where(on.view(n, 1, 1, 1), gaussian_blur(x, sigmas, hi), x)
 
     def __call__(self, images: torch.Tensor, image_sizes, pixel_mean, pixel_std) -> torch.Tensor:
         """Augment normalised ``images``; ``pixel_mean``/``pixel_std`` undo the normalisation."""
-        n, device = images.shape[0], images.device
         pixel_mean, pixel_std = pixel_mean.view(1, -1, 1, 1), pixel_std.view(1, -1, 1, 1)
-        inside = padding_mask(images.shape, image_sizes, device).to(images.dtype)
+        inside = padding_mask(images.shape, image_sizes, images.device).to(images.dtype)
         x = images * pixel_std + pixel_mean  # back to pixel values
         if self.jitter_prob > 0:
-            x = self._jitter(x, inside)
+            x = self.jitter(x, inside)
         if self.blur_prob > 0:
-            lo, hi = self.blur_sigma
-            on = torch.rand(n, device=device) < self.blur_prob
-            sigmas = lo + torch.rand(n, device=device) * (hi - lo)
-            x = torch.where(on.view(n, 1, 1, 1), gaussian_blur(x, sigmas, hi), x)
+            x = self.blur(x)
         return (x - pixel_mean) / pixel_std * inside
