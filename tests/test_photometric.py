@@ -113,24 +113,49 @@ def test_jitter_factors_cover_their_range_where_on_and_are_one_elsewhere():
     assert abs(g.mean().item() - 1) < 0.02
 
 
+def test_brightness_scales():
+    x = torch.rand(2, 3, 4, 4) * 100
+    f = torch.tensor([0.5, 1.5]).view(2, 1, 1, 1)
+    torch.testing.assert_close(photometric.adjust_brightness(x, f), x * f)
+
+
+OPS = ("adjust_brightness", "adjust_contrast", "adjust_saturation", "rotate_hue")
+
+
 def test_jitter_applies_all_four_in_a_random_order_and_stays_in_range(monkeypatch):
     torch.manual_seed(1)
     aug = PhotometricAugmentation(1.0, 0.4, 0.0, (0.15, 1.15), "BGR")
     x = torch.rand(4, 3, 6, 6) * 255
     inside = torch.ones(4, 1, 6, 6)
     calls = []
-    for name in ("jitter_factors", "adjust_contrast", "adjust_saturation", "rotate_hue"):
+    for name in OPS + ("jitter_factors",):
         real = getattr(photometric, name)
-        monkeypatch.setattr(photometric, name, lambda *a, real=real, name=name: (calls.append(name), real(*a))[1])
+        monkeypatch.setattr(photometric, name, lambda *a, real=real, name=name: (calls.append((name, a)), real(*a))[1])
     orders = set()
     for _ in range(8):
         calls.clear()
         out = aug.jitter(x, inside)
         assert out.min() >= 0 and out.max() <= 255
-        assert sorted(c for c in calls if c != "jitter_factors") == ["adjust_contrast", "adjust_saturation", "rotate_hue"]
-        assert calls.count("jitter_factors") == 4  # brightness, contrast, saturation, hue
-        orders.add(tuple(c for c in calls if c != "jitter_factors"))
+        ops = [(name, a) for name, a in calls if name != "jitter_factors"]
+        assert sorted(name for name, _ in ops) == sorted(OPS)
+        assert sum(name == "jitter_factors" for name, _ in calls) == 4  # one draw per operation
+        for name, a in ops:  # every colour operation is told the channel order
+            if name != "adjust_brightness":
+                assert a[2] == [2, 1, 0], name
+        hue_turns = next(a[1] for name, a in ops if name == "rotate_hue")
+        assert hue_turns.abs().max() <= 0.4 and (hue_turns != 0).all()
+        orders.add(tuple(name for name, _ in ops))
     assert len(orders) > 1, "the order of the operations is drawn per call"
+
+
+def test_black_stays_black_and_jitter_alone_changes_the_view():
+    torch.manual_seed(7)
+    aug = PhotometricAugmentation(1.0, 0.4, 0.0, (0.15, 1.15), "BGR")
+    black = torch.zeros(3, 3, 6, 6)
+    assert (aug.jitter(black, torch.ones(3, 1, 6, 6)) == 0).all()
+    x = normalise(torch.rand(2, 3, 6, 6) * 200 + 20)
+    out = aug(x, [(6, 6)] * 2, MEAN, STD)
+    assert all((out[i] - x[i]).abs().max() > 1e-2 for i in range(2))
 
 
 def test_jitter_off_leaves_the_image_and_on_changes_it():

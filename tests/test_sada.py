@@ -1,5 +1,7 @@
 """SADA heads: every discriminator level learns, losses have the right targets, and with
 adaptation off the model is a stock Faster R-CNN."""
+import math
+
 import pytest
 import torch
 from detectron2.modeling import build_model
@@ -216,18 +218,20 @@ def test_consistency_compares_each_proposals_own_pooled_probability(storage):
     for head in model.sada.img_discriminator.heads.values():
         torch.nn.init.normal_(head[0].weight, std=0.5)
         torch.nn.init.normal_(head[-1].weight, std=0.5)
-    for mlp in model.sada.ins_discriminator.levels:
-        torch.nn.init.zeros_(mlp[-1].weight)
-        torch.nn.init.constant_(mlp[-1].bias, 0.0)  # instance probability 0.5 everywhere
     images = model.preprocess_image(make_inputs(1))
     features = model.backbone(images.tensor)
     props = [_proposals(images.image_sizes[0], [[0, 0, 30, 30], [100, 50, 150, 90]])]
-    losses = model.sada([(features, props, True)], model.box_features)
     probs = model.sada.img_discriminator({k: features[k] for k in cfg.MODEL.ROI_HEADS.IN_FEATURES})
     pooled = model.sada.prob_pooler([probs[k].sigmoid() for k in cfg.MODEL.ROI_HEADS.IN_FEATURES], [props[0].proposal_boxes])
     per_box = pooled.mean(dim=(1, 2, 3))
     assert (per_box[0] - per_box[1]).abs() > 1e-3, "the test needs regions that differ"
-    expected = (per_box - 0.5).abs().mean()
+    # every instance probability halfway between the two: an image average would give 0
+    middle = per_box.mean().item()
+    for mlp in model.sada.ins_discriminator.levels:
+        torch.nn.init.zeros_(mlp[-1].weight)
+        torch.nn.init.constant_(mlp[-1].bias, math.log(middle / (1 - middle)))
+    losses = model.sada([(features, props, True)], model.box_features)
+    expected = (per_box - middle).abs().mean()
     assert torch.allclose(losses["loss_sada_cst"], cfg.MODEL.SADA.CST_LOSS_WEIGHT * expected, atol=1e-6)
 
 

@@ -90,3 +90,11 @@ def test_a_student_of_another_shape_is_named():
     other.extra = nn.Linear(2, 2)
     with pytest.raises(KeyError, match="extra.weight"):
         teacher.update(other, alpha=0.9)
+
+
+def test_a_partial_teacher_state_loads_when_asked_not_to_be_strict():
+    teacher = EMATeacher(Tiny())
+    state = teacher.state_dict()
+    state.pop("model.lin.bias")
+    teacher.load_state_dict(state, strict=False)
+    assert teacher.restored

@@ -55,6 +55,10 @@ def grey(x: torch.Tensor, channel_of: List[int]) -> torch.Tensor:
     return (x * luma).sum(dim=1, keepdim=True)
 
 
+def adjust_brightness(x, factors):
+    return x * factors
+
+
 def adjust_contrast(x, factors, channel_of, inside):
     """Away from (factor > 1) or towards each image's mean grey over its real area."""
     area = inside.sum(dim=(2, 3), keepdim=True).clamp(min=1)
@@ -110,7 +114,7 @@ class PhotometricAugmentation:
         n, s, c = x.shape[0], self.jitter_strength, self.channel_of
         on = (torch.rand(n, device=x.device) < self.jitter_prob).to(x.dtype)
         ops = [
-            lambda x: x * jitter_factors(n, s, on),  # brightness
+            lambda x: adjust_brightness(x, jitter_factors(n, s, on)),
             lambda x: adjust_contrast(x, jitter_factors(n, s, on), c, inside),
             lambda x: adjust_saturation(x, jitter_factors(n, s, on), c),
             lambda x: rotate_hue(x, (jitter_factors(n, s, on).view(n) - 1), c),
