@@ -25,7 +25,7 @@ test: install
 demo: install
 	$(PY) tools/demo.py $(DEMO_ARGS)
 
-# The accuracy benchmark (README "Accuracy benchmark"): source only / SADA / MIC / oracle on both
+# The accuracy benchmark (docs/benchmark.md): source only / SADA / MIC / oracle on both
 # shifts, plus MIC in mixed precision (mic_amp) on the synthetic one,
 # seeds 0,1,2, each shift's own schedule (synthetic 800, cctv_fog 1000 iterations); many
 # CPU hours, resumes where it stopped. Then the speed benchmark of the demo config.

@@ -8,7 +8,7 @@ setup(
     packages=find_packages(include=["mic_det", "mic_det.*"]),
     python_requires=">=3.10",
     # detectron2 itself is installed by tools/install_detectron2.sh: it has no
-    # official PyPI release (see README, "Install").
+    # official PyPI release (see docs/install.md).
     install_requires=[
         "torch>=2.11",
         "torchvision",

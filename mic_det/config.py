@@ -1,7 +1,8 @@
 """Config keys that mic_det adds to detectron2's defaults.
 
 Defaults are the reference values of MIC on SADA for Cityscapes -> Foggy Cityscapes
-(see ../shared/docs/METHOD.md), so the shipped YAML files only state what differs.
+(docs/reference_parity.md lists them with their sources), so the shipped YAML files only
+state what differs.
 """
 from detectron2.config import CfgNode as CN
 

@@ -439,7 +439,7 @@ def test_unknown_keys_outside_the_custom_node_still_error(tmp_path, text):
 # ---------------------------------------------------------------------------------------
 needs_fire_smoke = pytest.mark.skipif(
     not os.path.isfile(os.path.join(FIRE_SMOKE, "data.yaml")),
-    reason=f"the CCTV fire/smoke set is not at {FIRE_SMOKE} (see README: custom datasets)",
+    reason=f"the CCTV fire/smoke set is not at {FIRE_SMOKE} (see docs/custom_data.md)",
 )
 
 

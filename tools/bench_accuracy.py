@@ -1,6 +1,6 @@
 """Accuracy benchmark: how much of the source-only -> oracle gap each UDA method closes.
 
-Run through ``tools/benchmark.py accuracy`` (documented in the README, "Accuracy benchmark")::
+Run through ``tools/benchmark.py accuracy`` (documented in docs/benchmark.md)::
 
     python tools/benchmark.py accuracy [--shifts synthetic,cctv_fog] [--methods source_only,sada,mic,oracle]
         [--seeds 0,1,2] [--iters N] [--output-dir output/bench_accuracy] [--dry-run] [--force]

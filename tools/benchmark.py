@@ -8,7 +8,7 @@
 `accuracy`: source-only, SADA, MIC and a target-labelled oracle trained with the same
 model and schedule on each domain shift, over several seeds; AP50 mean +- std and the
 fraction of the source-only -> oracle gap each method closes (OUTPUT_DIR/accuracy.json,
-.md, .png). See README "Accuracy benchmark" and tools/bench_accuracy.py.
+.md, .png). See docs/benchmark.md and tools/bench_accuracy.py.
 
 `speed`: source-only, SADA and MIC training steps in one process at the same settings
 (same config, data, batch sizes), after warm-up: seconds per iteration, peak memory (host
