@@ -329,10 +329,10 @@ def execute(run: Run, state: str, env: dict, launcher: Callable = subprocess_lau
 
 
 def _write_json(path: str, data) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    from mic_det.utils.io import atomic_write
+
+    with atomic_write(path) as f:
         json.dump(data, f, indent=2)
-    os.replace(tmp, path)
 
 
 def _run_header(run: Run) -> dict:

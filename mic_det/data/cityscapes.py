@@ -37,6 +37,8 @@ import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
+from ..utils.io import atomic_write
+
 logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------
@@ -427,11 +429,8 @@ def coco_to_dicts(root: str, coco: dict) -> List[dict]:
 def write_cache(root: str, name: str, dicts: List[dict]) -> str:
     """Write the cache of ``name`` (atomically) and return its path."""
     path = cache_path(root, name)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with atomic_write(path) as f:
         json.dump(dicts_to_coco(root, name, dicts), f)
-    os.replace(tmp, path)
     return path
 
 

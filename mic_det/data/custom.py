@@ -65,18 +65,18 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
+from ..utils.io import IMAGE_EXTENSIONS, is_image_file, list_images
+
 __all__ = [
     "CustomDatasetError",
     "CustomDatasetFileError",
     "FORMATS",
     "register_custom_datasets",
-    "registered_custom_datasets",
 ]
 
 logger = logging.getLogger(__name__)
 
 FORMATS = ("coco", "voc", "yolo", "images")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _KEYS = {
     "coco": ("FORMAT", "ROOT", "JSON_FILE", "IMAGE_ROOT"),
     "voc": ("FORMAT", "ROOT", "ANN_DIR", "IMAGE_DIR", "SPLIT", "IMAGESET", "NAMES", "ONE_BASED"),
@@ -276,16 +276,6 @@ class _Spec:
         return path
 
 
-def _list_images(folder: str) -> List[str]:
-    out = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames.sort()
-        out.extend(
-            os.path.join(dirpath, f) for f in sorted(filenames) if f.lower().endswith(IMAGE_EXTENSIONS)
-        )
-    return out
-
-
 def image_size(path: str, dataset: str) -> Tuple[int, int]:
     """(height, width) from the image header, as detectron2's ``read_image`` will see the
     image (EXIF orientation applied). Errors name the file."""
@@ -449,7 +439,7 @@ def _voc_entries(spec: _Spec) -> List[Tuple[str, Optional[str], str]]:
             ids = [line.split()[0] for line in f if line.strip()]
     else:
         stems = {os.path.splitext(f)[0] for f in os.listdir(ann_dir) if f.lower().endswith(".xml")}
-        stems |= {os.path.splitext(f)[0] for f in os.listdir(image_dir) if f.lower().endswith(IMAGE_EXTENSIONS)}
+        stems |= {os.path.splitext(f)[0] for f in os.listdir(image_dir) if is_image_file(f)}
         ids = sorted(stems)
     out = []
     for i in ids:
@@ -643,7 +633,7 @@ def _load_yolo(spec: _Spec, mapping: ClassMapping) -> List[dict]:
     image_dir = _yolo_image_dir(spec)
     label_dir = _yolo_label_dir(spec, image_dir)
     dicts = []
-    for index, file_name in enumerate(_list_images(image_dir)):
+    for index, file_name in enumerate(list_images(image_dir)):
         h, w = image_size(file_name, spec.name)
         d = {"file_name": file_name, "image_id": index + 1, "height": h, "width": w, "annotations": []}
         rel = os.path.relpath(file_name, image_dir)
@@ -672,7 +662,7 @@ def _load_images_dir(spec: _Spec) -> str:
 def _load_images(spec: _Spec, mapping: ClassMapping) -> List[dict]:
     image_dir = _load_images_dir(spec)
     dicts = []
-    for index, file_name in enumerate(_list_images(image_dir)):
+    for index, file_name in enumerate(list_images(image_dir)):
         h, w = image_size(file_name, spec.name)
         dicts.append({"file_name": file_name, "image_id": index + 1, "height": h, "width": w, "annotations": []})
     return dicts
@@ -712,11 +702,6 @@ def _class_names(spec: _Spec) -> Tuple[List[str], str, Optional[dict]]:
         return (*_yolo_class_names(spec), None)
     _load_images_dir(spec)
     return [], "no labels", None
-
-
-def registered_custom_datasets() -> List[str]:
-    """Names registered by the last :func:`register_custom_datasets` call."""
-    return list(_REGISTERED)
 
 
 def register_custom_datasets(cfg) -> List[str]:

@@ -50,6 +50,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
+from ..utils import io
+from ..utils.io import IMAGE_EXTENSIONS, atomic_write
 from .cityscapes import (
     CITYSCAPES_DIR,
     FOGGY_DIR,
@@ -80,7 +82,6 @@ DEFAULT_HORIZON = 0.45  # ground-plane prior: horizon row as a fraction of the h
 DEFAULT_NEAR_DISTANCE = 3.0  # m, ground-plane prior: distance at the bottom row
 DARK_CHANNEL_PATCH = 15  # px
 AIRLIGHT_TOP_FRACTION = 0.001  # the brightest 0.1 % of the dark channel
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 AtmosphericLight = Union[None, str, float, Sequence[float]]
 
@@ -430,11 +431,8 @@ def write_image(path: str, image: np.ndarray) -> None:
     ok, buf = cv2.imencode(ext, image, params)
     if not ok:
         raise ValueError(f"cannot encode {path}")
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
+    with atomic_write(path, "wb") as f:
         f.write(buf.tobytes())
-    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)
@@ -577,13 +575,7 @@ def make_foggy_cityscapes(
 
 def list_images(folder: str) -> List[str]:
     """Image files under ``folder`` (recursively), as sorted paths relative to it."""
-    out = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames.sort()
-        for name in filenames:
-            if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-                out.append(os.path.relpath(os.path.join(dirpath, name), folder))
-    return sorted(out)
+    return sorted(os.path.relpath(p, folder) for p in io.list_images(folder))
 
 
 class _FolderJob:

@@ -55,7 +55,6 @@ except ImportError:  # pragma: no cover
 
 __all__ = [
     "SYNTHETIC_CLASSES",
-    "SYNTHETIC_DATASET_NAMES",
     "GENERATOR_VERSION",
     "generate_synthetic_shift",
     "register_synthetic_shift",
@@ -71,9 +70,6 @@ GENERATOR_VERSION = 1
 DATASET_DIRNAME = "synthetic_shift"
 DOMAINS = ("clear", "foggy")
 SPLITS = ("train", "val")
-SYNTHETIC_DATASET_NAMES: Tuple[str, ...] = tuple(
-    f"synthetic_{d}_{s}" for d in DOMAINS for s in SPLITS
-)
 
 DEFAULT_IMAGE_SIZE = (160, 320)  # (H, W)
 DEFAULT_NUM_TRAIN = 600

@@ -10,18 +10,7 @@ import os
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
-
-def _atomic_write(path: str, write):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+from ..utils.io import atomic_write
 
 
 # Keys a checkpoint may lack or hold in another shape without being for another network:
@@ -146,9 +135,11 @@ class AtomicCheckpointer(DetectionCheckpointer):
         basename = f"{name}.pth"
         path = os.path.join(self.save_dir, basename)
         self.logger.info(f"Saving checkpoint to {path}")
-        _atomic_write(path, lambda f: torch.save(data, f))
+        with atomic_write(path, "wb") as f:
+            torch.save(data, f)
         self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename: str):
         path = os.path.join(self.save_dir, "last_checkpoint")
-        _atomic_write(path, lambda f: f.write(last_filename_basename.encode()))
+        with atomic_write(path) as f:
+            f.write(last_filename_basename)

@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 from detectron2.evaluation import COCOEvaluator
-from detectron2.utils.logger import create_small_table
 from tabulate import tabulate
 
 logger = logging.getLogger(__name__)
@@ -66,4 +65,4 @@ def format_ap50_table(results) -> str:
     )
 
 
-__all__ = ["DomainAdaptationCOCOEvaluator", "per_class_ap50", "format_ap50_table", "create_small_table"]
+__all__ = ["DomainAdaptationCOCOEvaluator", "per_class_ap50", "format_ap50_table"]

@@ -8,6 +8,8 @@ import os
 
 from detectron2.utils.file_io import PathManager
 
+from ..utils.io import atomic_write
+
 
 def _clean(value):
     if isinstance(value, dict):
@@ -23,8 +25,6 @@ def write_results_json(results, output_dir: str, filename: str = "results.json")
     """Write ``results`` atomically (temp file + rename) and return the path."""
     PathManager.mkdirs(output_dir)
     path = os.path.join(output_dir, filename)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with atomic_write(path) as f:
         json.dump(_clean(dict(results)), f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
     return path
