@@ -1,10 +1,20 @@
-"""Config keys that mic_det adds to detectron2's defaults.
+"""The config: every key mic_det adds to detectron2's defaults, loading a YAML file with
+command-line overrides, and the checks a config must pass before anything is built.
 
 Defaults are the reference values of MIC on SADA for Cityscapes -> Foggy Cityscapes
 (docs/reference_parity.md lists them with their sources), so the shipped YAML files only
-state what differs.
+state what differs. Every tool loads its config through :func:`load_config`.
 """
+import os
+import tempfile
+
+import torch
 from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
+from detectron2.data import MetadataCatalog
+
+# which model(s) the final evaluation scores (TEST.EVAL_MODEL)
+EVAL_MODELS = ("student", "teacher", "both")
 
 
 def add_mic_config(cfg):
@@ -126,3 +136,80 @@ def add_mic_config(cfg):
     # it is evaluated, else student). Empty string: no best checkpoint.
     _C.TEST.BEST_CHECKPOINT_METRIC = "bbox/AP50"
     return cfg
+
+
+def load_config(config_file: str, opts) -> CN:
+    """get_cfg() + mic_det keys + the YAML file + command-line overrides, with errors
+    that name the file and the key. Registers the file's DATASETS.CUSTOM datasets: every
+    process (and every tool) loads its config through here, so each registers them."""
+    from .data import register_custom_datasets  # the data package reads configs, not the reverse
+
+    cfg = add_mic_config(get_cfg())
+    if not os.path.isfile(config_file):
+        raise SystemExit(f"error: config file {config_file!r} does not exist")
+    try:
+        cfg.merge_from_file(config_file)
+    except KeyError as e:
+        raise SystemExit(
+            f"error: {config_file}: {e.args[0]}. Check the spelling; the keys mic_det adds "
+            "are listed in mic_det/config.py, the rest are detectron2's."
+        ) from None
+    try:
+        cfg.merge_from_list(opts)
+    except (KeyError, AssertionError, ValueError) as e:
+        raise SystemExit(f"error: command-line override {opts}: {e}") from None
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
+    register_custom_datasets(cfg)
+    return cfg
+
+
+def check_output_dir(path: str) -> None:
+    """OUTPUT_DIR must be a folder this process can write: checked before detectron2's
+    default_setup, which would fail deep inside its logger or config dump."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise SystemExit(
+            f"error: OUTPUT_DIR {path!r} is not a writable folder ({e.strerror or e}). "
+            "Set OUTPUT_DIR to a folder you can write (it is created if missing)."
+        ) from None
+
+
+def check_config(cfg) -> None:
+    """Catch settings that would otherwise fail deep in a stack trace or train silently
+    wrong. Needs the datasets registered (it compares their class lists)."""
+    if cfg.TEST.EVAL_MODEL not in EVAL_MODELS:
+        raise ValueError(f"TEST.EVAL_MODEL must be one of {EVAL_MODELS}, got {cfg.TEST.EVAL_MODEL!r}")
+    if cfg.TEST.EVAL_MODEL != "student" and not cfg.MIC.ENABLED:
+        raise ValueError(f"TEST.EVAL_MODEL={cfg.TEST.EVAL_MODEL!r} needs a teacher, but MIC.ENABLED is False")
+    needs_target = cfg.MODEL.SADA.ENABLED or cfg.MIC.ENABLED
+    if needs_target and not cfg.DATASETS.TRAIN_TARGET:
+        raise ValueError("MODEL.SADA / MIC are enabled but DATASETS.TRAIN_TARGET is empty: name the unlabelled target dataset(s).")
+    if cfg.TEACHER.BURN_IN_ITERS < 0:
+        raise ValueError(f"TEACHER.BURN_IN_ITERS must be >= 0, got {cfg.TEACHER.BURN_IN_ITERS}")
+    check_class_lists(cfg)
+
+
+def check_class_lists(cfg) -> None:
+    """Source, target and test datasets must name the same classes in the same order."""
+    reference_name = cfg.DATASETS.TRAIN[0] if cfg.DATASETS.TRAIN else None
+    if reference_name is None:
+        return
+    reference = list(MetadataCatalog.get(reference_name).get("thing_classes", []))
+    for role, names in (("DATASETS.TRAIN", cfg.DATASETS.TRAIN), ("DATASETS.TRAIN_TARGET", cfg.DATASETS.TRAIN_TARGET), ("DATASETS.TEST", cfg.DATASETS.TEST)):
+        for name in names:
+            classes = MetadataCatalog.get(name).get("thing_classes", None)
+            if classes is not None and list(classes) != reference:
+                raise ValueError(
+                    f"Class lists differ: {reference_name!r} (DATASETS.TRAIN) has {reference}, "
+                    f"{name!r} ({role}) has {list(classes)}. Every dataset must use the same "
+                    "classes in the same order."
+                )
+    if cfg.MODEL.ROI_HEADS.NUM_CLASSES != len(reference) and reference:
+        raise ValueError(
+            f"MODEL.ROI_HEADS.NUM_CLASSES={cfg.MODEL.ROI_HEADS.NUM_CLASSES} but "
+            f"{reference_name!r} has {len(reference)} classes {reference}."
+        )

@@ -3,7 +3,6 @@ culprit (file, dataset, config key or value) and says what to do, or a documente
 harmless behaviour (clipped boxes, zero MIC loss). Never an unrelated message from deep
 in a stack, never a silent wrong run. docs_bad_input.md lists the same rows."""
 import contextlib
-import importlib.util
 import io
 import logging
 import os
@@ -19,11 +18,13 @@ from detectron2.structures import BoxMode
 from detectron2.utils.env import seed_all_rng
 from PIL import Image
 
-from conftest import TRAIN_NET, da_cfg, run_train_net, tiny_cfg
+from conftest import da_cfg, run_train_net, tiny_cfg
+from mic_det.config import check_output_dir, load_config
 from mic_det.data.custom import CustomDatasetError, register_custom_datasets
 from mic_det.data.loaders import CheckedDatasetMapper, build_test_loader
 from mic_det.engine import DomainAdaptiveTrainer
 from mic_det.engine.checkpoint import AtomicCheckpointer
+from mic_det.engine.cli import evaluate_checkpoint
 
 H, W = 96, 160  # no resize at the tiny config's 96 px input: boxes keep their pixels
 
@@ -31,14 +32,6 @@ H, W = 96, 160  # no resize at the tiny config's 96 px input: boxes keep their p
 # ---------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def train_net():
-    spec = importlib.util.spec_from_file_location("train_net_bad_input", TRAIN_NET)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def make_trainer(cfg):
     seed_all_rng(0)
     torch.manual_seed(0)
@@ -127,7 +120,7 @@ NOT_COCO = {"not_json": "images: [oops", "json_list": "[1, 2, 3]"}
 
 
 @pytest.mark.parametrize("kind", sorted(NOT_COCO))
-def test_custom_coco_json_that_is_not_coco_names_file_and_key(kind, train_net, tmp_path):
+def test_custom_coco_json_that_is_not_coco_names_file_and_key(kind, tmp_path):
     """DATASETS.CUSTOM: checked when the config is loaded (class names are read then)."""
     ann = tmp_path / "_annotations.coco.json"
     ann.write_text(NOT_COCO[kind])
@@ -135,7 +128,7 @@ def test_custom_coco_json_that_is_not_coco_names_file_and_key(kind, train_net, t
     config.write_text(f'DATASETS:\n  CUSTOM:\n    my_test:\n      FORMAT: "coco"\n      JSON_FILE: "{ann}"\n')
     try:
         with pytest.raises(CustomDatasetError) as e:
-            train_net.load_config(str(config), [])
+            load_config(str(config), [])
     finally:
         register_custom_datasets(tiny_cfg())  # drops what a call registered
     assert "DATASETS.CUSTOM.my_test.JSON_FILE" in str(e.value) and str(ann) in str(e.value)
@@ -254,17 +247,17 @@ CONFIG_ROWS = [
 
 
 @pytest.mark.parametrize("opts, where, words", CONFIG_ROWS, ids=["=".join(r[0]) for r in CONFIG_ROWS])
-def test_config_mistake_names_key_and_value(opts, where, words, train_net, tiny_mic_config, tmp_path):
+def test_config_mistake_names_key_and_value(opts, where, words, tiny_mic_config, tmp_path):
     """Command-line overrides as tools/train_net.py takes them. Key and type mistakes
     exit in load_config (message only, no traceback); value mistakes raise ValueError
     when the trainer is built, before any data is read."""
     opts = opts + ["OUTPUT_DIR", str(tmp_path)]
     if where == "load_config":
         with pytest.raises(SystemExit) as e:
-            train_net.load_config(tiny_mic_config, opts)
+            load_config(tiny_mic_config, opts)
         msg = str(e.value.code)
     else:
-        cfg = train_net.load_config(tiny_mic_config, opts)
+        cfg = load_config(tiny_mic_config, opts)
         with pytest.raises(ValueError) as e:
             DomainAdaptiveTrainer(cfg)
         msg = str(e.value)
@@ -272,11 +265,11 @@ def test_config_mistake_names_key_and_value(opts, where, words, train_net, tiny_
         assert w in msg, (w, msg)
 
 
-def test_unknown_key_in_yaml_names_file_and_key(train_net, tmp_path):
+def test_unknown_key_in_yaml_names_file_and_key(tmp_path):
     bad = tmp_path / "typo.yaml"
     bad.write_text("SOLVER:\n  MAX_ITERS: 10\n")
     with pytest.raises(SystemExit) as e:
-        train_net.load_config(str(bad), [])
+        load_config(str(bad), [])
     assert "SOLVER.MAX_ITERS" in str(e.value.code) and "typo.yaml" in str(e.value.code)
 
 
@@ -407,13 +400,13 @@ def test_missing_weights_file_is_named(synthetic, tmp_path):
     ("other_class_count", "roi_heads.box_predictor"),  # evaluation: every layer must load
     ("other_depth", "another shape"),
 ])
-def test_eval_only_refuses_weights_that_do_not_fit(case, error, train_net, weights, tmp_path):
+def test_eval_only_refuses_weights_that_do_not_fit(case, error, weights, tmp_path):
     cfg = tiny_cfg()
     cfg.TEST.EVAL_MODEL = "student"
     cfg.OUTPUT_DIR = str(tmp_path)
     cfg.MODEL.WEIGHTS = weights.get(case, str(tmp_path / "missing.pth"))
     with pytest.raises(SystemExit) as e:
-        train_net.evaluate_only(cfg)
+        evaluate_checkpoint(cfg)
     assert cfg.MODEL.WEIGHTS in str(e.value.code) and error in str(e.value.code)
 
 
@@ -433,12 +426,12 @@ def test_unwritable_output_dir_is_named_by_train_net(tiny_mic_config, tmp_path):
     assert "Traceback" not in p.stderr
 
 
-def test_output_dir_that_is_a_file_is_named(train_net, tmp_path):
+def test_output_dir_that_is_a_file_is_named(tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("")
     with pytest.raises(SystemExit, match=r"OUTPUT_DIR .*afile"):
-        train_net.check_output_dir(str(afile))
-    train_net.check_output_dir(str(tmp_path / "new" / "dir"))  # created
+        check_output_dir(str(afile))
+    check_output_dir(str(tmp_path / "new" / "dir"))  # created
     assert (tmp_path / "new" / "dir").is_dir()
 
 

@@ -4,7 +4,8 @@ import json
 import os
 import pytest
 
-from conftest import REPO, TRAIN_NET, run_train_net as run
+from conftest import REPO, run_train_net as run
+from mic_det.config import load_config
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +63,6 @@ CCTV = os.path.join(REPO, "..", "shared", "data", "cctv-fire-smoke")
 
 @pytest.mark.parametrize("name", SHIPPED_CONFIGS)
 def test_every_shipped_config_loads(name, monkeypatch):
-    import importlib.util
-
     path = os.path.join(REPO, "configs", name)
     if name.startswith("smoke_fire") or "cctv" in name.lower():
         if not os.path.isdir(CCTV):
@@ -72,10 +71,7 @@ def test_every_shipped_config_loads(name, monkeypatch):
     if "cctv" in name.lower() and name.startswith("bench") and not os.path.isdir(fog):
         pytest.skip(f"{fog} (the fogged copy `tools/benchmark.py accuracy` writes first) is absent")
     monkeypatch.chdir(REPO)  # dataset paths in the configs are relative to the repository
-    spec = importlib.util.spec_from_file_location("train_net", TRAIN_NET)
-    train_net = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_net)
-    cfg = train_net.load_config(path, [])
+    cfg = load_config(path, [])
     assert cfg.MODEL.META_ARCHITECTURE == "DomainAdaptiveRCNN"
 
 

@@ -19,7 +19,7 @@ from detectron2.structures import BoxMode
 from conftest import tiny_cfg
 from mic_det import add_mic_config
 from mic_det.data.custom import CustomDatasetError, CustomDatasetFileError, register_custom_datasets
-from mic_det.data.loaders import check_class_lists
+from mic_det.config import check_class_lists
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIRE_SMOKE = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "cctv-fire-smoke"))

@@ -301,9 +301,9 @@ def test_reference_speed_config_differs_from_cs2foggy_mic_only_where_it_says():
     """configs/bench/speed_reference.yaml stands in for the Cityscapes run when timing a
     GPU: it must keep the model, input size, batch and MIC settings of cs2foggy_mic.yaml
     and change only what its comment lists."""
-    import train_net
+    from mic_det.config import load_config
 
-    ref, speed = (train_net.load_config(os.path.join(REPO, p), []) for p in
+    ref, speed = (load_config(os.path.join(REPO, p), []) for p in
                   ("configs/cs2foggy_mic.yaml", "configs/bench/speed_reference.yaml"))
     changed = {
         "MODEL.WEIGHTS": "", "MODEL.RESNETS.NORM": "BN", "MODEL.ROI_HEADS.NUM_CLASSES": 3,

@@ -9,7 +9,8 @@ from detectron2.utils.env import seed_all_rng
 
 from conftest import da_cfg as shared_da_cfg
 from conftest import tiny_cfg
-from mic_det.data.loaders import CheckedDatasetMapper, check_class_lists, strip_annotations
+from mic_det.config import check_class_lists
+from mic_det.data.loaders import CheckedDatasetMapper, strip_annotations
 from mic_det.data.stream import PairedDataLoader
 from mic_det.data.synthetic import register_synthetic_shift
 from mic_det.engine import DomainAdaptiveTrainer, check_losses_finite

@@ -30,9 +30,10 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import EventStorage
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
 import bench_accuracy  # noqa: E402
-import train_net  # noqa: E402
 
+from mic_det.config import load_config  # noqa: E402
 from mic_det.data.loaders import trains_on_gpu  # noqa: E402
 from mic_det.engine import DomainAdaptiveTrainer  # noqa: E402
 
@@ -161,7 +162,7 @@ def main():
         sys.exit(bench_accuracy.run_benchmark(args))
 
     if args.command == "memory":
-        cfg = train_net.load_config(args.config, args.opts)
+        cfg = load_config(args.config, args.opts)
         cfg.defrost()
         cfg.OUTPUT_DIR = os.path.join(cfg.OUTPUT_DIR, "bench_memory")
         samples = memory_trace(cfg, args.iters, args.every)
@@ -178,7 +179,7 @@ def main():
                 json.dump(report, f, indent=2)
         return
 
-    base = train_net.load_config(args.config, args.opts)
+    base = load_config(args.config, args.opts)
     results = {}
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = [m for m in modes if m not in MODES]

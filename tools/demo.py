@@ -11,8 +11,9 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import train_net  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
+from mic_det.config import load_config  # noqa: E402
+from mic_det.engine import cli  # noqa: E402
 
 ROWS = (
     ("burn_in", "before MIC (student after burn-in: source + SADA)"),
@@ -42,9 +43,9 @@ def main():
     args = parser.parse_args()
 
     start = time.time()
-    train_args = train_net.argument_parser().parse_args(["--config", args.config, *args.opts])
-    train_net.main(train_args)
-    cfg = train_net.load_config(args.config, args.opts)
+    train_args = cli.argument_parser().parse_args(["--config", args.config, *args.opts])
+    cli.main(train_args)
+    cfg = load_config(args.config, args.opts)
     with open(os.path.join(cfg.OUTPUT_DIR, "results.json")) as f:
         results = json.load(f)
     minutes = (time.time() - start) / 60

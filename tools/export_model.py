@@ -33,14 +33,14 @@ import cv2
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import train_net  # noqa: E402  (also puts the repository on sys.path)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
 from detectron2.config import CfgNode, get_cfg  # noqa: E402
 from detectron2.data import DatasetCatalog  # noqa: E402
 from detectron2.data import transforms as T  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
+from mic_det.config import load_config  # noqa: E402
 from mic_det.utils import build_detector, class_names, exportable_state_dict  # noqa: E402
 
 logger = logging.getLogger("mic_det")
@@ -176,7 +176,7 @@ def argument_parser():
 def main(argv=None):
     args = argument_parser().parse_args(argv)
     setup_logger(name="mic_det")
-    cfg = train_net.load_config(args.config, args.opts)
+    cfg = load_config(args.config, args.opts)
     try:
         return export(cfg, args.weights, args.output, args.which, args.device, source=args.config,
                       torchscript=args.torchscript, sample=args.sample_image)

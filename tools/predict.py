@@ -20,10 +20,10 @@ import sys
 
 import cv2
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import train_net  # noqa: E402  (also puts the repository on sys.path)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
+from mic_det.config import load_config  # noqa: E402
 from mic_det.utils import (  # noqa: E402
     Predictor,
     build_detector,
@@ -33,10 +33,10 @@ from mic_det.utils import (  # noqa: E402
     draw_instances,
     filter_instances,
 )
+from mic_det.utils.io import IMAGE_EXTENSIONS, list_images  # noqa: E402
 
 logger = logging.getLogger("mic_det")
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv")
 
 
@@ -49,9 +49,7 @@ def list_inputs(path: str):
     if not os.path.exists(path):
         fail(f"input {path!r} does not exist")
     if os.path.isdir(path):
-        files = sorted(
-            os.path.join(path, f) for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS)
-        )
+        files = list_images(path, recursive=False)
         if not files:
             fail(f"folder {path!r} holds no image ({', '.join(IMAGE_EXTENSIONS)})")
         return "images", files
@@ -131,7 +129,7 @@ def main(argv=None):
     if not 0.0 <= args.score_threshold <= 1.0:
         fail(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
     kind, files = list_inputs(args.input)
-    cfg = train_net.load_config(args.config, args.opts)
+    cfg = load_config(args.config, args.opts)
     # The model itself drops boxes below the threshold, so a low one also gets boxes
     # under detectron2's default 0.05.
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = args.score_threshold

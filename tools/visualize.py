@@ -34,12 +34,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import train_net  # noqa: E402  (also puts the repository on sys.path)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
 from detectron2.data import DatasetCatalog  # noqa: E402
 from detectron2.structures import BoxMode  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
+from mic_det.config import load_config  # noqa: E402
 from mic_det.data.loaders import CheckedDatasetMapper  # noqa: E402
 from mic_det.modeling import BlockMasker, select_pseudo_labels  # noqa: E402
 from mic_det.utils import build_detector, class_names, draw_boxes, draw_instances  # noqa: E402
@@ -122,7 +122,7 @@ def load_teacher_and_student(cfg, weights):
 
 
 def batch(args):
-    cfg = train_net.load_config(args.config, args.opts)
+    cfg = load_config(args.config, args.opts)
     dataset = args.dataset or (list(cfg.DATASETS.TRAIN_TARGET) + list(cfg.DATASETS.TEST) + [None])[0]
     if dataset is None:
         fail("the config names no DATASETS.TRAIN_TARGET or DATASETS.TEST: pass --dataset NAME")

@@ -127,28 +127,6 @@ def dataset_dicts_or_error(names, filter_empty: bool, role: str, num_classes: Op
     return merged
 
 
-def check_class_lists(cfg):
-    """Source, target and test datasets must name the same classes in the same order."""
-    reference_name = cfg.DATASETS.TRAIN[0] if cfg.DATASETS.TRAIN else None
-    if reference_name is None:
-        return
-    reference = list(MetadataCatalog.get(reference_name).get("thing_classes", []))
-    for role, names in (("DATASETS.TRAIN", cfg.DATASETS.TRAIN), ("DATASETS.TRAIN_TARGET", cfg.DATASETS.TRAIN_TARGET), ("DATASETS.TEST", cfg.DATASETS.TEST)):
-        for name in names:
-            classes = MetadataCatalog.get(name).get("thing_classes", None)
-            if classes is not None and list(classes) != reference:
-                raise ValueError(
-                    f"Class lists differ: {reference_name!r} (DATASETS.TRAIN) has {reference}, "
-                    f"{name!r} ({role}) has {list(classes)}. Every dataset must use the same "
-                    "classes in the same order."
-                )
-    if cfg.MODEL.ROI_HEADS.NUM_CLASSES != len(reference) and reference:
-        raise ValueError(
-            f"MODEL.ROI_HEADS.NUM_CLASSES={cfg.MODEL.ROI_HEADS.NUM_CLASSES} but "
-            f"{reference_name!r} has {len(reference)} classes {reference}."
-        )
-
-
 def _repeat_factors(cfg, dicts):
     name = cfg.DATALOADER.SAMPLER_TRAIN
     if name == "TrainingSampler":

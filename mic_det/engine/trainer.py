@@ -14,7 +14,8 @@ from detectron2.utils.events import get_event_storage
 from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
-from ..data.loaders import build_source_loader, build_target_loader, build_test_loader, check_class_lists
+from ..config import check_config
+from ..data.loaders import build_source_loader, build_target_loader, build_test_loader
 from ..data.stream import PairedDataLoader
 from ..evaluation import DomainAdaptationCOCOEvaluator, format_ap50_table, write_results_json
 from ..modeling.teacher import EMATeacher
@@ -24,26 +25,8 @@ from .train_step import DomainAdaptiveStep
 
 logger = logging.getLogger("mic_det")
 
-EVAL_MODELS = ("student", "teacher", "both")
-
-
 def unwrap(model):
     return model.module if isinstance(model, DistributedDataParallel) else model
-
-
-def check_config(cfg):
-    """Catch settings that would otherwise fail deep in a stack trace or train silently
-    wrong."""
-    if cfg.TEST.EVAL_MODEL not in EVAL_MODELS:
-        raise ValueError(f"TEST.EVAL_MODEL must be one of {EVAL_MODELS}, got {cfg.TEST.EVAL_MODEL!r}")
-    if cfg.TEST.EVAL_MODEL != "student" and not cfg.MIC.ENABLED:
-        raise ValueError(f"TEST.EVAL_MODEL={cfg.TEST.EVAL_MODEL!r} needs a teacher, but MIC.ENABLED is False")
-    needs_target = cfg.MODEL.SADA.ENABLED or cfg.MIC.ENABLED
-    if needs_target and not cfg.DATASETS.TRAIN_TARGET:
-        raise ValueError("MODEL.SADA / MIC are enabled but DATASETS.TRAIN_TARGET is empty: name the unlabelled target dataset(s).")
-    if cfg.TEACHER.BURN_IN_ITERS < 0:
-        raise ValueError(f"TEACHER.BURN_IN_ITERS must be >= 0, got {cfg.TEACHER.BURN_IN_ITERS}")
-    check_class_lists(cfg)
 
 
 class DomainAdaptiveTrainer(DefaultTrainer):
