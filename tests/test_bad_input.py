@@ -19,11 +19,11 @@ from detectron2.utils.env import seed_all_rng
 from PIL import Image
 
 from conftest import da_cfg, run_train_net, tiny_cfg
+from mic_det.checkpoint import AtomicCheckpointer
 from mic_det.config import check_output_dir, load_config
 from mic_det.data.custom import CustomDatasetError, register_custom_datasets
 from mic_det.data.loaders import CheckedDatasetMapper, build_test_loader
 from mic_det.engine import DomainAdaptiveTrainer
-from mic_det.engine.checkpoint import AtomicCheckpointer
 from mic_det.engine.cli import evaluate_checkpoint
 
 H, W = 96, 160  # no resize at the tiny config's 96 px input: boxes keep their pixels

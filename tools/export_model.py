@@ -36,12 +36,12 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
 from detectron2.config import CfgNode, get_cfg  # noqa: E402
 from detectron2.data import DatasetCatalog  # noqa: E402
-from detectron2.data import transforms as T  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from mic_det.config import load_config  # noqa: E402
-from mic_det.utils import build_detector, class_names, exportable_state_dict  # noqa: E402
+from mic_det.checkpoint import build_detector, exportable_state_dict  # noqa: E402
+from mic_det.inference import Predictor, class_names  # noqa: E402
 
 logger = logging.getLogger("mic_det")
 
@@ -86,10 +86,7 @@ def export_torchscript(model, cfg, image_bgr: np.ndarray, path: str):
     trace reproduces it, save it to ``path``."""
     from detectron2.export import TracingAdapter
 
-    image = image_bgr[:, :, ::-1] if cfg.INPUT.FORMAT == "RGB" else image_bgr
-    aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
-    image = aug.get_transform(image).apply_image(image)
-    tensor = torch.as_tensor(image.astype("float32").transpose(2, 0, 1))
+    tensor = Predictor(cfg, model).network_input(image_bgr)
 
     def inference(m, inputs):
         return [{"instances": m.inference(inputs, do_postprocess=False)[0]}]

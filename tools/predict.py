@@ -24,15 +24,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from mic_det.config import load_config  # noqa: E402
-from mic_det.utils import (  # noqa: E402
-    Predictor,
-    build_detector,
-    category_ids,
-    class_names,
-    coco_detections,
-    draw_instances,
-    filter_instances,
-)
+from mic_det.checkpoint import build_detector  # noqa: E402
+from mic_det.inference import Predictor, category_ids, class_names, coco_detections, filter_instances  # noqa: E402
+from mic_det.utils.drawing import draw_instances  # noqa: E402
 from mic_det.utils.io import IMAGE_EXTENSIONS, list_images  # noqa: E402
 
 logger = logging.getLogger("mic_det")

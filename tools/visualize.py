@@ -42,7 +42,9 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 from mic_det.config import load_config  # noqa: E402
 from mic_det.data.loaders import CheckedDatasetMapper  # noqa: E402
 from mic_det.modeling import BlockMasker, select_pseudo_labels  # noqa: E402
-from mic_det.utils import build_detector, class_names, draw_boxes, draw_instances  # noqa: E402
+from mic_det.checkpoint import build_detector  # noqa: E402
+from mic_det.inference import class_names  # noqa: E402
+from mic_det.utils.drawing import draw_boxes, draw_instances  # noqa: E402
 
 logger = logging.getLogger("mic_det")
 

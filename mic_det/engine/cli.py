@@ -9,10 +9,10 @@ from detectron2.engine import default_argument_parser, default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from ..checkpoint import AtomicCheckpointer, check_weights_path
 from ..config import check_config, check_output_dir, load_config
 from ..evaluation import write_results_json
 from ..modeling.teacher import EMATeacher
-from .checkpoint import AtomicCheckpointer, check_weights_path
 from .trainer import DomainAdaptiveTrainer
 
 logger = logging.getLogger("mic_det")

@@ -14,12 +14,12 @@ from detectron2.utils.events import get_event_storage
 from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
+from ..checkpoint import AtomicCheckpointer, check_weights_path
 from ..config import check_config
 from ..data.loaders import build_source_loader, build_target_loader, build_test_loader
 from ..data.stream import PairedDataLoader
 from ..evaluation import DomainAdaptationCOCOEvaluator, format_ap50_table, write_results_json
 from ..modeling.teacher import EMATeacher
-from .checkpoint import AtomicCheckpointer, check_weights_path
 from .hooks import BurnInHook, EMATeacherHook, PreemptionHook
 from .train_step import DomainAdaptiveStep
 

@@ -1,12 +1,14 @@
-"""Inference helpers shared by the tools: class names of a config, and a predictor that
-pre-processes exactly as detectron2's ``DefaultPredictor`` (so mic_det's predictions
-and those of an exported model in stock detectron2 are the same)."""
+"""Inference for the tools (predict, visualise, export): class names and ids of a config,
+and a predictor that is detectron2's ``DefaultPredictor`` around an already loaded
+network, so that mic_det's predictions and those of an exported model in stock
+detectron2 are the same."""
 from typing import List, Optional
 
 import numpy as np
 import torch
 from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
+from detectron2.engine import DefaultPredictor
 from detectron2.structures import Instances
 
 
@@ -42,24 +44,32 @@ def category_ids(cfg) -> List[int]:
     return list(range(n))
 
 
-class Predictor:
-    """``DefaultPredictor`` around an already loaded model: BGR image in, detections
-    (on the CPU, in the image's own coordinates) out."""
+class Predictor(DefaultPredictor):
+    """``DefaultPredictor`` around a network already loaded (the teacher or the student of
+    a checkpoint, which ``DefaultPredictor``'s own loading cannot pick): BGR image in,
+    detections (on the CPU, in the image's own coordinates) out."""
 
     def __init__(self, cfg, model: torch.nn.Module):
+        # DefaultPredictor.__init__ would build a second model and load MODEL.WEIGHTS into it;
+        # the attributes its __call__ reads are set here instead.
+        self.cfg = cfg.clone()
         self.model = model.eval()
+        if len(cfg.DATASETS.TEST):
+            self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
         self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
         self.input_format = cfg.INPUT.FORMAT
         if self.input_format not in ("RGB", "BGR"):
             raise ValueError(f"INPUT.FORMAT must be RGB or BGR, got {self.input_format!r}")
 
-    @torch.no_grad()
     def __call__(self, image_bgr: np.ndarray) -> Instances:
+        return super().__call__(image_bgr)["instances"].to("cpu")
+
+    def network_input(self, image_bgr: np.ndarray) -> torch.Tensor:
+        """The CHW float tensor ``__call__`` feeds the network for ``image_bgr`` (channel
+        order and resize as ``DefaultPredictor``): what a traced model takes."""
         image = image_bgr[:, :, ::-1] if self.input_format == "RGB" else image_bgr
-        height, width = image.shape[:2]
         image = self.aug.get_transform(image).apply_image(image)
-        tensor = torch.as_tensor(image.astype("float32").transpose(2, 0, 1))
-        return self.model([{"image": tensor, "height": height, "width": width}])[0]["instances"].to("cpu")
+        return torch.as_tensor(image.astype("float32").transpose(2, 0, 1))
 
 
 def filter_instances(
