@@ -28,8 +28,8 @@ def add_mic_config(cfg):
     # Target images per step, summed over all processes (like SOLVER.IMS_PER_BATCH,
     # which counts the labelled source images).
     _C.SOLVER.IMS_PER_BATCH_TARGET = 1
-    # Custom datasets declared in the config (mic_det/data/custom.py; tools/train_net.py
-    # registers them in every process). One child node per dataset name, e.g.
+    # Custom datasets declared in the config (mic_det/data/custom/; load_config registers
+    # them in every process). One child node per dataset name, e.g.
     #   CUSTOM: {fire_train: {FORMAT: "yolo", ROOT: "data/fire", SPLIT: "train"}}
     # FORMAT is "coco" (JSON_FILE, IMAGE_ROOT), "voc" (ROOT or ANN_DIR, IMAGE_DIR, SPLIT or
     # IMAGESET, NAMES, ONE_BASED), "yolo" (ROOT, SPLIT or IMAGE_DIR, LABEL_DIR, DATA_YAML or

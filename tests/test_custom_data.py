@@ -1,4 +1,4 @@
-"""Custom datasets declared in the config (mic_det/data/custom.py): COCO json, Pascal VOC,
+"""Custom datasets declared in the config (mic_det/data/custom/): COCO json, Pascal VOC,
 YOLO txt and plain image folders; class matching, renames and ignored classes; the
 errors; the config keys; and the smoke/fire recipes on ../shared/data/cctv-fire-smoke."""
 import json
