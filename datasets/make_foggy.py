@@ -12,7 +12,7 @@ cityscapes writes <root>/foggy_cityscapes/leftImg8bit_foggy/{split}/{city}/
 {city}_{seq}_{frame}_leftImg8bit_foggy_beta_{beta}.png, the names of the published
 Foggy Cityscapes, so the foggy_cityscapes_* datasets find them. folder keeps relative
 paths and file names; labels are not copied (fog moves no pixel: reuse them as they are).
-Existing outputs are kept unless --overwrite. Method and limits: mic_det/data/fog.py
+Existing outputs are kept unless --overwrite. Method and limits: mic_det/datagen/fog.py
 and datasets/README.md.
 """
 import argparse
@@ -23,10 +23,10 @@ import sys
 
 def _import_fog():
     try:
-        from mic_det.data import fog
+        from mic_det.datagen import fog
     except ImportError:  # run from a checkout without `pip install -e .`
         sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        from mic_det.data import fog
+        from mic_det.datagen import fog
     return fog
 
 

@@ -144,7 +144,7 @@ def tool_env(tmp_path_factory):
     synthetic shift (generated once per session, a few seconds)."""
     root = tmp_path_factory.mktemp("datasets")
     env = dict(os.environ, DETECTRON2_DATASETS=str(root), OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    subprocess.run([sys.executable, "-m", "mic_det.data.synthetic", "--root", str(root)], env=env, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "mic_det.datagen.synthetic_shift", "--root", str(root)], env=env, check=True, capture_output=True)
     return env
 
 

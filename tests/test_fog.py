@@ -1,4 +1,4 @@
-"""Synthetic fog (mic_det/data/fog.py, datasets/make_foggy.py) on tiny trees written here."""
+"""Synthetic fog (mic_det/datagen/fog.py, datasets/make_foggy.py) on tiny trees written here."""
 import importlib.util
 import json
 import os
@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from cityscapes_fixture import SCENES, write_cityscapes_tree  # noqa: E402
 
 from mic_det.data import cityscapes as cs  # noqa: E402
-from mic_det.data import fog  # noqa: E402
+from mic_det.datagen import fog  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 H, W = 64, 128

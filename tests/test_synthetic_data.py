@@ -10,6 +10,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from pycocotools.coco import COCO
 
 from mic_det.data import synthetic as syn
+from mic_det.datagen import scenes
+from mic_det.datagen import synthetic_shift as gen
 
 SMALL = dict(image_size=(96, 192), num_train=4, num_val=2)
 NAMES = ("synthetic_clear_train", "synthetic_clear_val", "synthetic_foggy_train", "synthetic_foggy_val")
@@ -29,7 +31,7 @@ def _files(path):
 def default_size_set(tmp_path_factory):
     """Default image size, a few images per split."""
     root = str(tmp_path_factory.mktemp("synth"))
-    path = syn.generate_synthetic_shift(root, num_train=6, num_val=3)
+    path = gen.generate_synthetic_shift(root, num_train=6, num_val=3)
     return root, path
 
 
@@ -42,7 +44,7 @@ def restore_registration():
 def test_layout_and_coco_json(default_size_set):
     root, path = default_size_set
     assert path == os.path.join(root, "synthetic_shift")
-    H, W = syn.DEFAULT_IMAGE_SIZE
+    H, W = gen.DEFAULT_IMAGE_SIZE
     assert (H, W) == (160, 320)
     seen = set()
     for domain in ("clear", "foggy"):
@@ -72,7 +74,7 @@ def test_layout_and_coco_json(default_size_set):
                     assert all(0.75 < a < 0.95 for a in info["airlight"])
     assert seen == {1, 2, 3}
     with open(os.path.join(path, "VERSION")) as f:
-        assert json.load(f)["version"] == syn.GENERATOR_VERSION
+        assert json.load(f)["version"] == gen.GENERATOR_VERSION
 
 
 def test_perspective_near_objects_are_bigger(default_size_set):
@@ -88,9 +90,9 @@ def test_perspective_near_objects_are_bigger(default_size_set):
 
 
 def test_deterministic_bytes_and_seed_changes_output(tmp_path):
-    a = _files(syn.generate_synthetic_shift(str(tmp_path / "a"), seed=3, **SMALL))
-    b = _files(syn.generate_synthetic_shift(str(tmp_path / "b"), seed=3, **SMALL))
-    c = _files(syn.generate_synthetic_shift(str(tmp_path / "c"), seed=4, **SMALL))
+    a = _files(gen.generate_synthetic_shift(str(tmp_path / "a"), seed=3, **SMALL))
+    b = _files(gen.generate_synthetic_shift(str(tmp_path / "b"), seed=3, **SMALL))
+    c = _files(gen.generate_synthetic_shift(str(tmp_path / "c"), seed=4, **SMALL))
     assert len(a) == 2 * (4 + 2) + 4 + 1  # PNGs + 4 json + VERSION
     assert a == b
     pngs = [k for k in a if k.endswith(".png")]
@@ -103,26 +105,26 @@ def test_deterministic_bytes_and_seed_changes_output(tmp_path):
     assert clear_boxes != foggy_boxes
 
 def test_fog_fades_far_rows_and_objects_more_than_near_ones():
-    H, W = syn.DEFAULT_IMAGE_SIZE
+    H, W = gen.DEFAULT_IMAGE_SIZE
     far_ratio, near_ratio = [], []
     for k in range(6):
         # the same scene rendered without and with fog
-        clear, scene, none = syn._make_image((0, 1, 0, k), H, W, fog=False)
-        foggy, scene_f, fog = syn._make_image((0, 1, 0, k), H, W, fog=True)
+        clear, scene, none = scenes.make_image((0, 1, 0, k), H, W, fog=False)
+        foggy, scene_f, fog = scenes.make_image((0, 1, 0, k), H, W, fog=True)
         assert none is None and np.array_equal(scene.depth, scene_f.depth)
         assert [o.box for o in scene.objects] == [o.box for o in scene_f.objects]
         hz, beta = scene.horizon, fog["beta"]
         airlight = np.float32(fog["airlight"])
-        assert syn._BETA_RANGE[0] <= beta <= syn._BETA_RANGE[1]
+        assert scenes._BETA_RANGE[0] <= beta <= scenes._BETA_RANGE[1]
         assert np.all((airlight >= 0.78) & (airlight <= 0.92))
         J, I = clear.astype(np.float32) / 255, foggy.astype(np.float32) / 255
 
         # depth: 1 at the bottom row, growing toward the horizon, maximal in the sky
-        row_depth = syn._ground_depth(np.arange(H), hz, H)
+        row_depth = scenes._ground_depth(np.arange(H), hz, H)
         assert row_depth[-1] == pytest.approx(1.0)
         assert np.all(np.diff(row_depth[hz + 1 :]) <= 0) and row_depth[hz + 5] > 5 * row_depth[-1]
         assert np.all(row_depth[: hz + 1] == row_depth.max())
-        sky = scene.depth >= syn._DEPTH_MAX
+        sky = scene.depth >= scenes._DEPTH_MAX
         assert sky[: hz // 2].any()
         assert np.abs(I[sky] - airlight).max() < 0.01  # the sky turns into airlight
 
@@ -196,23 +198,23 @@ def test_catalog_generates_on_first_use(tmp_path, restore_registration):
 
 def test_stale_or_changed_cache_regenerates(tmp_path):
     root = str(tmp_path)
-    path = syn.generate_synthetic_shift(root, **SMALL)
+    path = gen.generate_synthetic_shift(root, **SMALL)
     fresh = _files(path)
     sentinel = os.path.join(path, "sentinel")
 
     open(sentinel, "w").close()
-    assert syn.generate_synthetic_shift(root, **SMALL) == path
+    assert gen.generate_synthetic_shift(root, **SMALL) == path
     assert os.path.exists(sentinel)  # up to date: reused as is
 
     with open(os.path.join(path, "VERSION")) as f:
         version = json.load(f)
     with open(os.path.join(path, "VERSION"), "w") as f:
-        json.dump(dict(version, version=syn.GENERATOR_VERSION - 1), f)
-    syn.generate_synthetic_shift(root, **SMALL)
+        json.dump(dict(version, version=gen.GENERATOR_VERSION - 1), f)
+    gen.generate_synthetic_shift(root, **SMALL)
     assert not os.path.exists(sentinel)  # stale generator version: rebuilt
     assert _files(path) == fresh
 
-    syn.generate_synthetic_shift(root, **dict(SMALL, num_val=3))  # other parameters
+    gen.generate_synthetic_shift(root, **dict(SMALL, num_val=3))  # other parameters
     with open(os.path.join(path, "annotations", "clear_val.json")) as f:
         assert len(json.load(f)["images"]) == 3
     assert sorted(os.listdir(root)) == [".synthetic_shift.lock", "synthetic_shift"]
@@ -226,7 +228,7 @@ def test_concurrent_callers_share_one_complete_set(tmp_path):
     def worker():
         try:
             barrier.wait()
-            path = syn.generate_synthetic_shift(root, **SMALL)
+            path = gen.generate_synthetic_shift(root, **SMALL)
             with open(os.path.join(path, "annotations", "foggy_train.json")) as f:
                 results.append((path, len(json.load(f)["images"])))
         except Exception as e:  # pragma: no cover - reported below
@@ -243,7 +245,7 @@ def test_concurrent_callers_share_one_complete_set(tmp_path):
 
 
 def test_command_line(tmp_path, capsys):
-    assert syn.main(["--root", str(tmp_path), "--num-train", "3", "--num-val", "2",
+    assert gen.main(["--root", str(tmp_path), "--num-train", "3", "--num-val", "2",
                      "--height", "96", "--width", "192"]) == 0
     out = capsys.readouterr().out
     assert "synthetic_foggy_val: 2 images" in out and "synthetic_clear_train: 3 images" in out

@@ -103,7 +103,7 @@ class Shift:
 SHIFTS = {
     "synthetic": Shift(
         "synthetic",
-        "embedded synthetic street scenes, clear -> foggy (mic_det.data.synthetic); "
+        "embedded synthetic street scenes, clear -> foggy (mic_det.datagen.synthetic_shift); "
         "demo model (Base-Demo-R18-FPN.yaml, 160x320 input)",
         "source: synthetic_clear_train (labelled); target: synthetic_foggy_train (unlabelled; "
         "labelled for the oracle); test: synthetic_foggy_val",
@@ -111,7 +111,7 @@ SHIFTS = {
     ),
     "cctv_fog": Shift(
         "cctv_fog",
-        "CCTV fire/smoke frames, clear -> fogged copies (mic_det.data.fog, ground-plane prior); "
+        "CCTV fire/smoke frames, clear -> fogged copies (mic_det.datagen.fog, ground-plane prior); "
         "CPU model of smoke_fire/cpu_example_finetune.yaml (R18-FPN, 320 px input)",
         "source: cctv-fire-smoke train (clear, labelled); target: the same frames fogged "
         "(unlabelled; labelled for the oracle); test: fogged test (headline) and valid",
@@ -588,7 +588,7 @@ def fog_params_public(args) -> dict:
 def _source_listing(cctv_root: str) -> dict:
     """Per split: number and total size of the images and of the label files (cheap: stat
     only), to notice a changed source set."""
-    from mic_det.data.fog import list_images
+    from mic_det.datagen.fog import list_images
 
     out = {}
     for split in CCTV_SPLITS:
@@ -618,7 +618,7 @@ def source_fingerprint(cctv_root: str) -> Optional[dict]:
 def fog_status(args) -> tuple:
     """(state, params): state ``current`` (nothing to do), ``partial`` (same settings,
     interrupted: continue) or ``redo``."""
-    from mic_det.data import fog
+    from mic_det.datagen import fog
 
     params = {
         **fog_params_public(args),
@@ -641,7 +641,7 @@ def prepare_cctv_fog(args, log=_print) -> str:
     ``{train,valid,test}/images`` fogged with the ground-plane prior, ``labels`` and
     ``data.yaml`` copied as they are (fog moves no pixel). Skipped when ``FOG.json`` says
     the same settings and source files; an interrupted generation continues."""
-    from mic_det.data import fog
+    from mic_det.datagen import fog
 
     try:
         state, params = fog_status(args)

@@ -45,7 +45,7 @@ PYEOF
 
 echo "== 2. data: the synthetic shift (a few seconds)"
 export DETECTRON2_DATASETS="${DETECTRON2_DATASETS:-$OUT/datasets}"
-"$PY" -m mic_det.data.synthetic --root "$DETECTRON2_DATASETS" > /dev/null
+"$PY" -m mic_det.datagen.synthetic_shift --root "$DETECTRON2_DATASETS" > /dev/null
 
 echo "== 3. speed and memory, fp32 and bf16, $iters iterations after $warmup"
 "$PY" tools/benchmark.py speed --config configs/bench/speed_reference.yaml --modes source_only,sada,mic,mic_amp \

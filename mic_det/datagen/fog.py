@@ -50,9 +50,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
-from ..utils import io
-from ..utils.io import IMAGE_EXTENSIONS, atomic_write
-from .cityscapes import (
+from ..data.cityscapes import (
     CITYSCAPES_DIR,
     FOGGY_DIR,
     FOGGY_IMAGE_DIR,
@@ -62,6 +60,8 @@ from .cityscapes import (
     IMAGE_SUFFIX,
     SPLITS,
 )
+from ..utils import io
+from ..utils.io import IMAGE_EXTENSIONS, atomic_write
 
 logger = logging.getLogger(__name__)
 

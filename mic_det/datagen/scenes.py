@@ -1,0 +1,439 @@
+"""The synthetic street-scene renderer: a small street-like scene (sky, skyline of
+buildings, a road in perspective with lane markings, trees / poles / signs as clutter)
+with 2-8 objects of three classes whose silhouettes differ clearly (:data:`CLASSES`).
+Objects follow a ground-plane perspective: the lower their ground contact row, the
+closer and bigger they are. Fog follows the atmospheric scattering model
+``I = J * t + A * (1 - t)``, ``t = exp(-beta * d)``, where the depth ``d`` of a ground
+pixel grows like ``1 / (row - horizon)`` (sky and horizon are far), and every object /
+clutter item takes the depth of its ground contact row, so far objects fade into the fog
+while near ones stay visible.
+
+Everything is drawn from a seed key: :func:`make_image` of the same key gives the same
+pixels and boxes on every machine."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+CLASSES: Tuple[str, ...] = ("car", "person", "bus")
+
+
+# ---------------------------------------------------------------- scene parameters
+_CLASS_PROBS = np.array([0.45, 0.35, 0.20])  # car, person, bus
+_NEAR_HEIGHT = (0.21, 0.36, 0.34)  # object height at the bottom row, in units of H
+_ASPECT = ((1.8, 2.3), (0.34, 0.46), (2.3, 2.9))  # width / height
+_MIN_BOX = 6  # px, both sides of a (visible) box
+_MIN_VISIBLE = 0.6  # fraction of an object's pixels that must stay unoccluded
+_MIN_OBJECTS, _MAX_OBJECTS = 2, 8
+_NEAREST_S, _FARTHEST_S = 1.0, 0.1  # object ground rows, as (row - horizon) / (H - horizon)
+_DEPTH_MAX = 40.0  # sky / horizon depth; 1.0 at the bottom row
+_BETA_RANGE = (0.16, 0.30)
+_AIRLIGHT_RANGE = (0.80, 0.90)
+
+_CAR_COLORS = np.array(
+    [
+        (0.78, 0.10, 0.10), (0.12, 0.22, 0.70), (0.92, 0.92, 0.92), (0.08, 0.08, 0.10),
+        (0.60, 0.62, 0.66), (0.90, 0.75, 0.12), (0.12, 0.48, 0.22), (0.45, 0.18, 0.50),
+        (0.95, 0.45, 0.10), (0.35, 0.30, 0.25),
+    ],
+    dtype=np.float32,
+)
+_BUS_COLORS = np.array(
+    [
+        (0.95, 0.80, 0.10), (0.80, 0.12, 0.10), (0.15, 0.30, 0.75), (0.92, 0.92, 0.90),
+        (0.15, 0.55, 0.30), (0.95, 0.50, 0.10), (0.55, 0.58, 0.62),
+    ],
+    dtype=np.float32,
+)
+_BUILDING_COLORS = np.array(
+    [(0.55, 0.52, 0.48), (0.62, 0.55, 0.45), (0.45, 0.45, 0.50), (0.70, 0.66, 0.60), (0.50, 0.38, 0.32)],
+    dtype=np.float64,
+)
+_SKIN = np.array(
+    [(0.95, 0.80, 0.68), (0.85, 0.66, 0.50), (0.62, 0.45, 0.32), (0.40, 0.28, 0.20)],
+    dtype=np.float32,
+)
+
+
+# ---------------------------------------------------------------- drawing helpers
+def _jitter(rng: np.random.Generator, color, amount: float = 0.06) -> Tuple[float, ...]:
+    d = rng.uniform(-amount, amount, 3)
+    return tuple(min(1.0, max(0.0, float(c) + float(e))) for c, e in zip(color, d))
+
+
+def _pick(rng: np.random.Generator, palette: np.ndarray, amount: float = 0.06):
+    return _jitter(rng, palette[rng.integers(len(palette))], amount)
+
+
+def _random_color(rng: np.random.Generator, sat=(0.3, 0.9), val=(0.3, 0.95)):
+    hsv = np.array(
+        [[[rng.uniform(0, 180), rng.uniform(*sat) * 255, rng.uniform(*val) * 255]]], np.uint8
+    )
+    rgb = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32) / 255.0
+    return tuple(float(v) for v in rgb)
+
+
+class _Patch:
+    """An object drawn in its own box: RGB ``image`` plus the ``mask`` of drawn pixels.
+    Coordinates are given as fractions of the box width / height."""
+
+    def __init__(self, h: int, w: int):
+        self.h, self.w = h, w
+        self.image = np.zeros((h, w, 3), np.float32)
+        self.mask = np.zeros((h, w), np.uint8)
+
+    def _p(self, fx: float, fy: float) -> Tuple[int, int]:
+        return int(round(fx * (self.w - 1))), int(round(fy * (self.h - 1)))
+
+    def rect(self, fx0, fy0, fx1, fy1, color):
+        p0, p1 = self._p(fx0, fy0), self._p(fx1, fy1)
+        cv2.rectangle(self.image, p0, p1, color, -1)
+        cv2.rectangle(self.mask, p0, p1, 255, -1)
+
+    def poly(self, pts, color):
+        arr = np.array([self._p(x, y) for x, y in pts], np.int32)
+        cv2.fillPoly(self.image, [arr], color)
+        cv2.fillPoly(self.mask, [arr], 255)
+
+    def circle(self, fx, fy, radius_px, color):
+        c, r = self._p(fx, fy), max(1, int(round(radius_px)))
+        cv2.circle(self.image, c, r, color, -1)
+        cv2.circle(self.mask, c, r, 255, -1)
+
+    def line(self, fx0, fy0, fx1, fy1, thickness_px, color):
+        p0, p1, t = self._p(fx0, fy0), self._p(fx1, fy1), max(1, int(round(thickness_px)))
+        cv2.line(self.image, p0, p1, color, t)
+        cv2.line(self.mask, p0, p1, 255, t)
+
+    def done(self, flip: bool):
+        img, mask = self.image, self.mask > 0
+        if flip:
+            img, mask = img[:, ::-1], mask[:, ::-1]
+        return np.ascontiguousarray(img), np.ascontiguousarray(mask)
+
+
+def _draw_car(rng, h, w):
+    p = _Patch(h, w)
+    body = _pick(rng, _CAR_COLORS)
+    dark = tuple(0.55 * c for c in body)
+    glass = _jitter(rng, (0.22, 0.28, 0.34), 0.08)
+    r = 0.19 * h  # wheel radius (px)
+    fr = r / max(h - 1, 1)
+    p.rect(0.0, 0.40, 1.0, 1.0 - 0.8 * fr, body)  # lower body
+    p.poly([(0.17, 0.44), (0.30, 0.0), (0.70, 0.0), (0.84, 0.44)], body)  # cabin
+    p.poly([(0.24, 0.41), (0.33, 0.10), (0.48, 0.10), (0.48, 0.41)], glass)
+    p.poly([(0.52, 0.41), (0.52, 0.10), (0.67, 0.10), (0.77, 0.41)], glass)
+    p.rect(0.0, 0.78 - 0.8 * fr, 1.0, 0.84 - 0.8 * fr, dark)  # bumper line
+    p.rect(0.0, 0.50, 0.05, 0.60, (0.75, 0.08, 0.05))  # tail light
+    p.rect(0.95, 0.50, 1.0, 0.60, (0.98, 0.95, 0.70))  # head light
+    for fx in (0.21, 0.79):
+        p.circle(fx, 1.0 - fr, r, (0.05, 0.05, 0.06))
+        p.circle(fx, 1.0 - fr, 0.45 * r, (0.55, 0.55, 0.58))
+    return p.done(bool(rng.integers(2)))
+
+
+def _draw_person(rng, h, w):
+    p = _Patch(h, w)
+    skin = _pick(rng, _SKIN, 0.04)
+    shirt = _random_color(rng)
+    pants = _random_color(rng, sat=(0.1, 0.6), val=(0.12, 0.5))
+    hair = _jitter(rng, (0.12, 0.09, 0.06), 0.06)
+    head_r = 0.095 * h
+    leg_t, arm_t = 0.20 * w, 0.13 * w
+    stride_l, stride_r = rng.uniform(0.12, 0.40), rng.uniform(0.60, 0.88)
+    p.line(0.42, 0.55, stride_l, 0.97, leg_t, pants)
+    p.line(0.58, 0.55, stride_r, 0.97, leg_t, pants)
+    p.rect(stride_l - 0.12, 0.96, stride_l + 0.12, 1.0, (0.06, 0.06, 0.06))
+    p.rect(stride_r - 0.12, 0.96, stride_r + 0.12, 1.0, (0.06, 0.06, 0.06))
+    swing = rng.uniform(-0.06, 0.06)
+    p.line(0.22, 0.23, 0.08 + swing, 0.50, arm_t, shirt)
+    p.line(0.78, 0.23, 0.92 - swing, 0.50, arm_t, shirt)
+    p.poly([(0.20, 0.19), (0.80, 0.19), (0.72, 0.58), (0.28, 0.58)], shirt)  # torso
+    p.circle(0.5, 0.105, head_r, skin)
+    p.circle(0.5, 0.085, 0.85 * head_r, hair)
+    p.circle(0.5, 0.12, 0.8 * head_r, skin)
+    return p.done(False)
+
+
+def _draw_bus(rng, h, w):
+    p = _Patch(h, w)
+    body = _pick(rng, _BUS_COLORS)
+    roof = tuple(0.8 * c for c in body)
+    accent = _random_color(rng, sat=(0.5, 1.0), val=(0.4, 0.9))
+    glass = _jitter(rng, (0.20, 0.26, 0.32), 0.08)
+    r = 0.12 * h
+    fr = r / max(h - 1, 1)
+    p.rect(0.0, 0.04, 1.0, 1.0 - 0.7 * fr, body)
+    p.rect(0.01, 0.0, 0.99, 0.07, roof)
+    p.rect(0.0, 0.60, 1.0, 0.66, accent)  # stripe
+    n = int(rng.integers(5, 9))
+    x0, x1 = 0.16, 0.91
+    step = (x1 - x0) / n
+    for i in range(n):
+        p.rect(x0 + i * step + 0.012, 0.15, x0 + (i + 1) * step - 0.012, 0.47, glass)
+    p.rect(0.93, 0.12, 0.995, 0.55, glass)  # windscreen
+    p.rect(0.04, 0.15, 0.13, 0.90 - 0.7 * fr, glass)  # door
+    for fx in (0.22, 0.80):
+        p.circle(fx, 1.0 - fr, r, (0.05, 0.05, 0.06))
+        p.circle(fx, 1.0 - fr, 0.45 * r, (0.55, 0.55, 0.58))
+    return p.done(bool(rng.integers(2)))
+
+
+_DRAW = (_draw_car, _draw_person, _draw_bus)
+
+
+@dataclass
+class _Object:
+    category: int  # 0-based index into SYNTHETIC_CLASSES
+    x0: int
+    y0: int
+    depth: float
+    image: np.ndarray  # (h, w, 3) float32
+    mask: np.ndarray  # (h, w) bool
+    box: Optional[Tuple[int, int, int, int]] = None  # visible box, x0 y0 x1 y1 (inclusive)
+
+
+@dataclass
+class _Scene:
+    image: np.ndarray  # (H, W, 3) float32 RGB in [0, 1], without fog or noise
+    depth: np.ndarray  # (H, W) float32, 1 at the bottom row, _DEPTH_MAX for the sky
+    horizon: int
+    objects: List[_Object] = field(default_factory=list)
+
+
+def _ground_depth(rows: np.ndarray, horizon: int, height: int) -> np.ndarray:
+    """Pinhole ground-plane depth: 1 at the bottom row, ~1/(row - horizon) above it."""
+    dist = (rows - horizon).astype(np.float32)
+    with np.errstate(divide="ignore"):
+        d = np.where(dist > 0, (height - 1 - horizon) / np.maximum(dist, 1e-6), _DEPTH_MAX)
+    return np.minimum(d, _DEPTH_MAX).astype(np.float32)
+
+
+def _visibility(objects: Sequence[_Object], H: int, W: int):
+    """Paste order is far -> near. Returns per object (visible fraction, visible box)."""
+    order = sorted(range(len(objects)), key=lambda i: -objects[i].depth)
+    ids = np.full((H, W), -1, np.int32)
+    for i in order:
+        o = objects[i]
+        h, w = o.mask.shape
+        ids[o.y0 : o.y0 + h, o.x0 : o.x0 + w][o.mask] = i
+    out = []
+    for i, o in enumerate(objects):
+        h, w = o.mask.shape
+        vis = (ids[o.y0 : o.y0 + h, o.x0 : o.x0 + w] == i) & o.mask
+        n = int(vis.sum())
+        if n == 0:
+            out.append((0.0, None))
+            continue
+        ys, xs = np.nonzero(vis)
+        box = (o.x0 + int(xs.min()), o.y0 + int(ys.min()), o.x0 + int(xs.max()), o.y0 + int(ys.max()))
+        out.append((n / float(o.mask.sum()), box))
+    return out
+
+
+def _acceptable(vis) -> bool:
+    frac, box = vis
+    return (
+        box is not None
+        and frac >= _MIN_VISIBLE
+        and box[2] - box[0] + 1 >= _MIN_BOX
+        and box[3] - box[1] + 1 >= _MIN_BOX
+    )
+
+
+def _sample_object(rng, H, W, horizon) -> Optional[_Object]:
+    cat = int(rng.choice(len(CLASSES), p=_CLASS_PROBS))
+    s = rng.uniform(_FARTHEST_S, _NEAREST_S)
+    yc = int(round(horizon + s * (H - 1 - horizon)))  # ground contact row
+    s = (yc - horizon) / float(H - 1 - horizon)
+    h = int(round(_NEAR_HEIGHT[cat] * H * s * rng.uniform(0.88, 1.12)))
+    w = int(round(h * rng.uniform(*_ASPECT[cat])))
+    if min(h, w) < _MIN_BOX + 1 or w > W - 2 or h > yc:
+        return None
+    x0 = int(rng.integers(0, W - w + 1))
+    img, mask = _DRAW[cat](rng, h, w)
+    depth = float(_ground_depth(np.array([yc]), horizon, H)[0])
+    return _Object(cat, x0, yc - h + 1, depth, img, mask)
+
+
+def _render_scene(rng: np.random.Generator, H: int, W: int) -> _Scene:
+    """Render one clear scene (no fog, no sensor noise) with its depth map and objects."""
+    img = np.empty((H, W, 3), np.float32)
+    horizon = int(round(H * rng.uniform(0.34, 0.44)))
+    rows = np.arange(H)
+    row_depth = _ground_depth(rows, horizon, H)
+    depth = np.repeat(row_depth[:, None], W, axis=1)
+    s_rows = np.clip((rows - horizon) / float(H - 1 - horizon), 0.0, 1.0).astype(np.float32)
+
+    # sky: vertical gradient + a few clouds
+    top = np.array(_jitter(rng, (0.30, 0.50, 0.82), 0.10), np.float32)
+    low = np.array(_jitter(rng, (0.75, 0.83, 0.92), 0.06), np.float32)
+    t = np.linspace(0.0, 1.0, horizon + 1, dtype=np.float32)[:, None]
+    img[: horizon + 1] = top * (1 - t[:, :, None]) + low * t[:, :, None]
+    for _ in range(int(rng.integers(0, 4))):
+        c = (int(rng.integers(0, W)), int(rng.integers(0, max(1, horizon // 2))))
+        axes = (int(rng.integers(W // 16, W // 5) + 1), int(rng.integers(2, max(3, H // 20) + 1)))
+        cv2.ellipse(img, c, axes, 0, 0, 360, _jitter(rng, (0.93, 0.94, 0.96), 0.03), -1)
+
+    # ground (sidewalks / verge) below the horizon
+    side = np.array(_jitter(rng, (0.58, 0.56, 0.52), 0.08), np.float32)
+    shade = (0.85 + 0.15 * s_rows[horizon + 1 :])[:, None, None]
+    img[horizon + 1 :] = side * shade
+
+    # skyline: buildings standing on the horizon, with window grids
+    build_depth = float(rng.uniform(7.0, 11.0))
+    x = int(rng.integers(-W // 10, 1))
+    while x < W:
+        bw = int(rng.integers(max(4, W // 16), max(6, W // 5)))
+        bh = int(rng.uniform(0.15, 0.9) * horizon)
+        y0 = max(0, horizon - bh)
+        col = _jitter(rng, rng.choice(_BUILDING_COLORS), 0.05)
+        cv2.rectangle(img, (x, y0), (x + bw - 1, horizon), col, -1)
+        xa, xb = max(x, 0), min(x + bw, W)
+        if xb > xa:
+            depth[y0 : horizon + 1, xa:xb] = build_depth
+        if rng.random() < 0.7:  # dark or lit windows
+            win = _jitter(rng, (0.25, 0.28, 0.32), 0.08)
+        else:
+            win = _jitter(rng, (0.85, 0.82, 0.6), 0.05)
+        ws = max(1, int(round(H / 80)))
+        gap = ws + max(1, int(round(H / 80)))
+        if bh > 3 * gap and bw > 3 * gap:  # a grid of ws x (ws+1) windows
+            wy = np.arange(y0 + gap, horizon - ws, gap + ws)[:, None] + np.arange(ws + 1)
+            wx = np.arange(x + gap // 2 + 1, x + bw - ws, gap)[:, None] + np.arange(ws)
+            wy, wx = wy.ravel(), wx.ravel()
+            wx = wx[(wx >= 0) & (wx < W)]
+            if len(wy) and len(wx):
+                img[np.ix_(wy, wx)] = win
+        x += bw + int(rng.integers(0, max(2, W // 40)))
+
+    # road in perspective: a trapezoid from the vanishing point to the bottom edge
+    vx = W * rng.uniform(0.40, 0.60)
+    xb = vx + W * rng.uniform(-0.12, 0.12)
+    half_b = W * rng.uniform(0.38, 0.62)
+    asphalt = _jitter(rng, (0.30, 0.30, 0.32), 0.05)
+    road = np.array(
+        [(vx - 1, horizon), (vx + 1, horizon), (xb + half_b, H - 1), (xb - half_b, H - 1)],
+        np.float32,
+    )
+    cv2.fillPoly(img, [np.round(road).astype(np.int32)], asphalt)
+    s_g = s_rows[horizon + 1 :]
+    xl = vx + (xb - half_b - vx) * s_g  # road edges per ground row
+    xr = vx + (xb + half_b - vx) * s_g
+    cols = np.arange(W, dtype=np.float32)[None, :]
+    ground = img[horizon + 1 :]
+    n_lanes = int(rng.integers(2, 4))
+    paint = _jitter(rng, (0.88, 0.88, 0.84), 0.04)
+    period, phase = rng.uniform(0.35, 0.6), rng.uniform(0, 1)
+    with np.errstate(divide="ignore"):
+        z = 1.0 / np.maximum(s_g, 1e-6)
+    dash_on = (((z / period) + phase) % 1.0) < 0.5
+    lines = [(0.03, None), (0.97, None)] + [(k / n_lanes, dash_on) for k in range(1, n_lanes)]
+    for frac, on in lines:
+        xc = xl + frac * (xr - xl)
+        hw = np.maximum(0.35, 0.008 * W * s_g)
+        m = np.abs(cols - xc[:, None]) <= hw[:, None]
+        m &= (s_g > 0.04)[:, None]
+        if on is not None:
+            m &= on[:, None]
+        ground[m] = paint
+
+    # clutter on the sidewalks: poles, signs, trees (unannotated distractors)
+    for _ in range(int(rng.integers(2, 7))):
+        s = rng.uniform(0.1, 0.95)
+        yc = int(round(horizon + s * (H - 1 - horizon)))
+        g = yc - horizon - 1
+        if g < 0 or g >= len(xl):
+            continue
+        left = rng.random() < 0.5
+        lo, hi = (0.0, xl[g] - 2) if left else (xr[g] + 2, W - 1.0)
+        if hi - lo < 3:
+            lo, hi = (xr[g] + 2, W - 1.0) if left else (0.0, xl[g] - 2)
+            if hi - lo < 3:
+                continue
+        cx = int(rng.uniform(lo, hi))
+        d = float(row_depth[yc])
+        kind = int(rng.integers(3))
+        hgt = max(4, int(round(H * s * rng.uniform(0.45, 0.7))))
+        top_y = yc - hgt
+        th = max(1, int(round(0.025 * H * s)))
+        layer = np.zeros((H, W), np.uint8)
+        pole_col = _jitter(rng, (0.35, 0.33, 0.32) if kind != 2 else (0.35, 0.24, 0.14), 0.05)
+        for tgt, c in ((img, pole_col), (layer, 255)):
+            cv2.rectangle(tgt, (cx - th // 2, top_y), (cx + (th - 1) // 2, yc), c, -1)
+        if kind == 1:  # sign
+            rad = max(1, int(round(0.06 * H * s)))
+            sc = _random_color(rng, sat=(0.6, 1.0), val=(0.6, 1.0))
+            for tgt, c in ((img, sc), (layer, 255)):
+                cv2.circle(tgt, (cx, top_y), rad, c, -1)
+        elif kind == 2:  # tree crown
+            rad = max(2, int(round(hgt * rng.uniform(0.25, 0.4))))
+            tc = _jitter(rng, (0.18, 0.42, 0.16), 0.08)
+            for tgt, c in ((img, tc), (layer, 255)):
+                cv2.circle(tgt, (cx, top_y + rad // 3), rad, c, -1)
+        depth[layer > 0] = d
+
+    # objects: sample, reject those that would hide others (or be hidden) too much
+    n_target = int(rng.integers(_MIN_OBJECTS, _MAX_OBJECTS + 1))
+    objects: List[_Object] = []
+    vis = []
+    for attempt in range(30 * _MAX_OBJECTS):
+        if len(objects) >= n_target or (attempt >= 12 * n_target and len(objects) >= _MIN_OBJECTS):
+            break
+        cand = _sample_object(rng, H, W, horizon)
+        if cand is None:
+            continue
+        trial_vis = _visibility(objects + [cand], H, W)
+        if all(_acceptable(v) for v in trial_vis):
+            objects.append(cand)
+            vis = trial_vis
+    for o, (_, box) in zip(objects, vis):
+        o.box = box
+
+    # contact shadows, then objects far -> near
+    shadow = np.zeros((H, W), np.float32)
+    for o in objects:
+        h, w = o.mask.shape
+        cx, cy = o.x0 + w // 2, o.y0 + h - 1
+        cv2.ellipse(shadow, (cx, cy), (max(1, int(0.55 * w)), max(1, int(0.07 * h))), 0, 0, 360, 1.0, -1)
+    img *= (1.0 - 0.45 * shadow)[:, :, None]
+    for o in sorted(objects, key=lambda o: -o.depth):
+        h, w = o.mask.shape
+        img[o.y0 : o.y0 + h, o.x0 : o.x0 + w][o.mask] = o.image[o.mask]
+        depth[o.y0 : o.y0 + h, o.x0 : o.x0 + w][o.mask] = o.depth
+
+    img = cv2.GaussianBlur(img, (3, 3), 0.6)
+    return _Scene(np.clip(img, 0.0, 1.0), depth, horizon, objects)
+
+
+def _sample_fog(rng: np.random.Generator) -> Tuple[float, np.ndarray]:
+    beta = float(rng.uniform(*_BETA_RANGE))
+    a = rng.uniform(*_AIRLIGHT_RANGE)
+    airlight = np.clip(a + rng.uniform(-0.015, 0.015, 3), 0.0, 1.0).astype(np.float32)
+    return beta, airlight
+
+
+def _apply_fog(image: np.ndarray, depth: np.ndarray, beta: float, airlight) -> np.ndarray:
+    """Atmospheric scattering: ``I = J * t + A * (1 - t)``, ``t = exp(-beta * d)``."""
+    t = np.exp(-beta * depth.astype(np.float32))[:, :, None]
+    return image * t + np.asarray(airlight, np.float32).reshape(1, 1, 3) * (1.0 - t)
+
+
+def _to_uint8(img: np.ndarray) -> np.ndarray:
+    return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def make_image(key: Tuple[int, ...], H: int, W: int, fog: bool):
+    """One image from its seed key. Returns (uint8 RGB, scene, fog params or None).
+    (No per-pixel sensor noise: it would make the PNGs ~4x larger and slower to write.)"""
+    scene = _render_scene(np.random.default_rng(list(key)), H, W)
+    img = scene.image
+    fog_params = None
+    if fog:
+        beta, airlight = _sample_fog(np.random.default_rng(list(key) + [101]))
+        img = _apply_fog(img, scene.depth, beta, airlight)
+        fog_params = {"beta": round(beta, 6), "airlight": [round(float(a), 6) for a in airlight]}
+    return _to_uint8(img), scene, fog_params
