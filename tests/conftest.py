@@ -137,6 +137,15 @@ def storage():
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")
 
+# The CCTV fire/smoke sample set's documented place (datasets/README.md). Where it is
+# empty and the team's copy beside the repository exists, the copy is linked there, so
+# the tests of the recipes and of the cctv_fog benchmark read it; else those tests skip.
+CCTV = os.path.join(REPO, "datasets", "cctv-fire-smoke")
+_TEAM_CCTV = os.path.join(REPO, "..", "shared", "data", "cctv-fire-smoke")
+if not os.path.lexists(CCTV) and os.path.isdir(_TEAM_CCTV):
+    os.symlink(os.path.realpath(_TEAM_CCTV), CCTV)
+CCTV_SKIP_REASON = f"the CCTV fire/smoke set is not at {CCTV} (datasets/README.md says how to get it)"
+
 
 @pytest.fixture(scope="session")
 def tool_env(tmp_path_factory):

@@ -4,7 +4,7 @@ import json
 import os
 import pytest
 
-from conftest import REPO, run_train_net as run
+from conftest import CCTV, CCTV_SKIP_REASON, REPO, run_train_net as run
 from mic_det.config import load_config
 
 
@@ -58,7 +58,6 @@ SHIPPED_CONFIGS = sorted(
     for f in files
     if f.endswith(".yaml")
 )
-CCTV = os.path.join(REPO, "..", "shared", "data", "cctv-fire-smoke")
 
 
 @pytest.mark.parametrize("name", SHIPPED_CONFIGS)
@@ -66,7 +65,7 @@ def test_every_shipped_config_loads(name, monkeypatch):
     path = os.path.join(REPO, "configs", name)
     if name.startswith("smoke_fire") or "cctv" in name.lower():
         if not os.path.isdir(CCTV):
-            pytest.skip(f"{CCTV} (the CCTV fire/smoke data these configs read) is absent")
+            pytest.skip(CCTV_SKIP_REASON)
     fog = os.path.join(REPO, "datasets", "cctv_fire_smoke_fog")
     if "cctv" in name.lower() and name.startswith("bench") and not os.path.isdir(fog):
         pytest.skip(f"{fog} (the fogged copy `tools/benchmark.py accuracy` writes first) is absent")

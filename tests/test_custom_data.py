@@ -1,6 +1,6 @@
 """Custom datasets declared in the config (mic_det/data/custom/): COCO json, Pascal VOC,
 YOLO txt and plain image folders; class matching, renames and ignored classes; the
-errors; the config keys; and the smoke/fire recipes on ../shared/data/cctv-fire-smoke."""
+errors; the config keys; and the smoke/fire recipes on the CCTV set (datasets/cctv-fire-smoke)."""
 import json
 import math
 import os
@@ -16,13 +16,13 @@ from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
-from conftest import tiny_cfg
+from conftest import CCTV, CCTV_SKIP_REASON, tiny_cfg
 from mic_det import add_mic_config
 from mic_det.data.custom import CustomDatasetError, CustomDatasetFileError, register_custom_datasets
 from mic_det.config import check_class_lists
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIRE_SMOKE = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "cctv-fire-smoke"))
+FIRE_SMOKE = CCTV
 RECIPES = os.path.join(REPO, "configs", "smoke_fire")
 
 
@@ -439,7 +439,7 @@ def test_unknown_keys_outside_the_custom_node_still_error(tmp_path, text):
 # ---------------------------------------------------------------------------------------
 needs_fire_smoke = pytest.mark.skipif(
     not os.path.isfile(os.path.join(FIRE_SMOKE, "data.yaml")),
-    reason=f"the CCTV fire/smoke set is not at {FIRE_SMOKE} (see docs/custom_data.md)",
+    reason=CCTV_SKIP_REASON,
 )
 
 

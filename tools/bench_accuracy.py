@@ -59,6 +59,7 @@ REPORT_JSON, REPORT_MD, REPORT_PNG = "accuracy.json", "accuracy.md", "accuracy.p
 
 # ---- the cctv_fog shift: fog settings -------------------------------------------------
 CCTV_SPLITS = ("train", "valid", "test")
+CCTV_DIRNAME = "cctv-fire-smoke"  # under the datasets root (datasets/README.md)
 FOG_DIRNAME = "cctv_fire_smoke_fog"
 FOG_STAMP = "FOG.json"
 FOG_VERSION = 1
@@ -77,7 +78,8 @@ def _print(*args):
 
 
 def default_cctv_root() -> str:
-    return os.path.normpath(os.path.join(REPO, "..", "shared", "data", "cctv-fire-smoke"))
+    """The CCTV fire/smoke set's documented place: <datasets root>/cctv-fire-smoke."""
+    return os.path.join(datasets_root(), CCTV_DIRNAME)
 
 
 def datasets_root() -> str:
@@ -183,7 +185,7 @@ def schedule_overrides(cfg, iters: Optional[int]) -> List[str]:
 
 def data_overrides(cfg, shift: str, cctv_root: str, fog_root: str) -> List[str]:
     """The dataset folders of ``shift``'s configs, where they differ from the YAML files'
-    defaults (relative to the repository root: ``../shared/data/cctv-fire-smoke`` and
+    defaults (relative to the repository root: ``datasets/cctv-fire-smoke`` and
     ``datasets/cctv_fire_smoke_fog``), as absolute ROOT overrides."""
     if shift != "cctv_fog":
         return []
@@ -218,9 +220,13 @@ def config_digest(cfg) -> str:
     benchmark config makes its finished runs stale instead of silently reused. The
     sections of switched-off methods (MODEL.SADA without SADA; MIC and TEACHER without
     MIC) are left out: they cannot act on the run, so a new or changed SADA or MIC
-    setting does not make source-only and oracle runs stale."""
+    setting does not make source-only and oracle runs stale. Where a custom dataset lies
+    (its ROOT) is left out too: the signature records what the CCTV set holds instead."""
     cfg = cfg.clone()
     cfg.defrost()
+    for node in (cfg.DATASETS.get("CUSTOM") or {}).values():
+        if "ROOT" in node:
+            node.ROOT = ""
     if not cfg.MODEL.SADA.ENABLED:
         del cfg.MODEL["SADA"]
     if not cfg.MIC.ENABLED:
@@ -721,7 +727,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(e.g. while a benchmark is still running, or after stopping one); the others are "
                         "listed as not finished")
     parser.add_argument("--cctv-root", default=default_cctv_root(),
-                        help="the CCTV fire/smoke set (default <repo>/../shared/data/cctv-fire-smoke)")
+                        help="the CCTV fire/smoke set (default $DETECTRON2_DATASETS/cctv-fire-smoke, ./datasets without it)")
     parser.add_argument("--fog-beta", type=float, default=DEFAULT_FOG_BETA, help="cctv_fog: fog density (default %(default)s)")
     parser.add_argument("--fog-horizon", type=float, default=DEFAULT_FOG_HORIZON,
                         help="cctv_fog: horizon row as a fraction of the height, negative = above the image "
