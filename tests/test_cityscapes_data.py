@@ -16,6 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cityscapes_fixture import EXPECTED_BOXES, write_cityscapes_tree  # noqa: E402
 
 from mic_det.data import cityscapes as cs  # noqa: E402
+from mic_det.data.catalog import DatasetNameTaken  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = (
@@ -260,7 +261,7 @@ def test_registration_names_and_metadata(tmp_path):
     DatasetCatalog.remove("cityscapes_fine_val")
     DatasetCatalog.register("cityscapes_fine_val", lambda: [])
     try:
-        with pytest.raises(AssertionError, match="already registered"):
+        with pytest.raises(DatasetNameTaken, match="already registered by another module"):
             cs.register_all_cityscapes_da(root)
     finally:
         DatasetCatalog.remove("cityscapes_fine_val")

@@ -72,6 +72,7 @@ def test_target_annotations_never_reach_a_loss(synthetic, tmp_path):
         cfg.OUTPUT_DIR = str(tmp_path / "b")
         corrupt = train(cfg).storage.history
     finally:
+        DatasetCatalog.remove("synthetic_foggy_train")  # the corrupted stand-in goes before ours comes back
         register_synthetic_shift(synthetic, image_size=(96, 160), num_train=8, num_val=4)
     for key in ("total_loss", "loss_mic_cls", "loss_mic_rpn_cls", "loss_sada_img", "loss_cls"):
         assert clean(key).values() == corrupt(key).values(), key

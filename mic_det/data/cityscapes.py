@@ -24,6 +24,7 @@ which the registered loaders use when present.
 """
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import logging
@@ -34,10 +35,10 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
 from ..utils.io import atomic_write
+from . import catalog
 
 logger = logging.getLogger(__name__)
 
@@ -500,29 +501,15 @@ def load_cityscapes_da(root: str, name: str, use_cache: bool = True) -> List[dic
     return dicts
 
 
-_REGISTERED: Dict[str, object] = {}  # name -> the loader this module registered
-
-
 def register_all_cityscapes_da(root: str) -> None:
     """Register every Cityscapes / Foggy Cityscapes detection dataset under ``root``.
 
-    Never touches the disk (loading is lazy). Safe to call again, e.g. with another root:
-    our earlier registrations are replaced; a name registered by someone else is an error.
-    """
+    Never touches the disk (loading is lazy). Safe to call again, e.g. with another root
+    (see catalog.py for the policy)."""
     for name, spec in CITYSCAPES_DA_DATASETS.items():
-        if name in DatasetCatalog.list():
-            if DatasetCatalog[name] is not _REGISTERED.get(name):
-                raise AssertionError(f"Dataset {name!r} is already registered by another module")
-            DatasetCatalog.remove(name)
-        if name in MetadataCatalog.list():
-            MetadataCatalog.remove(name)
-
-        def loader(root=root, name=name):
-            return load_cityscapes_da(root, name)
-
-        DatasetCatalog.register(name, loader)
-        _REGISTERED[name] = loader
-        MetadataCatalog.get(name).set(
+        catalog.register(
+            name,
+            functools.partial(load_cityscapes_da, root, name),
             thing_classes=list(CITYSCAPES_DA_CLASSES),
             evaluator_type="coco",
             image_root=spec.image_dir(root),

@@ -12,6 +12,7 @@ import functools
 import os
 from typing import Dict, List, Tuple
 
+from . import catalog
 from ..datagen.synthetic_shift import (
     DEFAULT_IMAGE_SIZE,
     DEFAULT_NUM_TRAIN,
@@ -54,21 +55,14 @@ def register_synthetic_shift(
     """Register ``synthetic_{clear,foggy}_{train,val}`` with their data under
     ``<root>/synthetic_shift`` (generated on first ``DatasetCatalog.get``). Existing
     registrations of these names are replaced."""
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
     params = shift_params(image_size, num_train, num_val, seed)
     path = synthetic_shift_dir(root)
     for domain in DOMAINS:
         for split in SPLITS:
             name = f"synthetic_{domain}_{split}"
-            if name in DatasetCatalog.list():
-                DatasetCatalog.remove(name)
-            if name in MetadataCatalog.list():
-                MetadataCatalog.remove(name)
-            DatasetCatalog.register(
-                name, functools.partial(_load_split, root, domain, split, params, name)
-            )
-            MetadataCatalog.get(name).set(
+            catalog.register(
+                name,
+                functools.partial(_load_split, root, domain, split, params, name),
                 thing_classes=list(SYNTHETIC_CLASSES),
                 thing_dataset_id_to_contiguous_id={i + 1: i for i in range(len(SYNTHETIC_CLASSES))},
                 json_file=os.path.join(path, "annotations", f"{domain}_{split}.json"),

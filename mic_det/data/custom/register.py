@@ -7,6 +7,7 @@ from typing import List
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from .. import catalog
 from . import coco, images, voc, yolo
 from .classes import ClassMapping
 from .spec import CustomDatasetError, DatasetSpec
@@ -60,10 +61,7 @@ def register_custom_datasets(cfg) -> List[str]:
     Checks the nodes, the folders and the class names now; images and labels are read
     when a dataset is first used. Call it in every process, before building a trainer."""
     for name in _REGISTERED:
-        if name in DatasetCatalog.list():
-            DatasetCatalog.remove(name)
-        if name in MetadataCatalog.list():
-            MetadataCatalog.remove(name)
+        catalog.unregister(name)
     _REGISTERED.clear()
 
     nodes = cfg.DATASETS.get("CUSTOM", None) or {}
@@ -116,8 +114,7 @@ def register_custom_datasets(cfg) -> List[str]:
             identity = coco.identity_mapping(data, mapping)
             if identity is not None:
                 meta.update(json_file=spec.path("JSON_FILE"), thing_dataset_id_to_contiguous_id=identity)
-        DatasetCatalog.register(name, functools.partial(load, spec, mapping))
-        MetadataCatalog.get(name).set(**meta)
+        catalog.register(name, functools.partial(load, spec, mapping), **meta)
         _REGISTERED.append(name)
     logger.info(f"Registered custom datasets {list(specs)} with classes {mapping.classes}")
     return list(specs)
