@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from mic_det.engine.hooks import BurnInHook, EMATeacherHook, PreemptionHook
+from mic_det.engine.hooks import PreemptionHook, TeacherHook
 
 
 @pytest.fixture
@@ -22,33 +22,50 @@ def hook_log(caplog):
     logger.removeHandler(caplog.handler)
 
 
-def test_ema_settings_are_checked():
+def test_teacher_settings_are_checked():
     for alpha in (0.0, 0.5, 1.0):
-        EMATeacherHook(None, None, alpha, period=1, start_iter=0)
+        TeacherHook(None, None, alpha, period=1, burn_in_iters=0)
     for alpha in (-0.1, 1.01, 2.0):
         with pytest.raises(ValueError, match=rf"TEACHER.EMA_ALPHA.*{alpha}"):
-            EMATeacherHook(None, None, alpha, period=1, start_iter=0)
+            TeacherHook(None, None, alpha, period=1, burn_in_iters=0)
     with pytest.raises(ValueError, match="TEACHER.UPDATE_PERIOD.*0"):
-        EMATeacherHook(None, None, 0.9, period=0, start_iter=0)
+        TeacherHook(None, None, 0.9, period=0, burn_in_iters=0)
 
 
-def test_burn_in_hands_over_once_at_its_last_iteration(hook_log):
-    copies, evaluations = [], []
-    teacher = SimpleNamespace(copy_from=copies.append)
-    hook = BurnInHook(teacher, lambda: "student", burn_in_iters=3, evaluate_fn=lambda: evaluations.append(1))
-    for it in range(6):
+def run_schedule(hook, iterations):
+    for it in range(iterations):
         hook.trainer = SimpleNamespace(iter=it)
         hook.after_step()
-    assert copies == ["student"] and evaluations == [1]
+
+
+def recording_teacher(events):
+    return SimpleNamespace(copy_from=lambda s: events.append(("copy", s)),
+                           update=lambda s, alpha: events.append(("update", s, alpha)))
+
+
+def test_burn_in_hands_over_once_at_its_last_iteration_then_ema_every_period(hook_log):
+    events = []
+    hook = TeacherHook(recording_teacher(events), lambda: "student", 0.9, period=2, burn_in_iters=3,
+                       evaluate_fn=lambda: events.append(("evaluate",)))
+    assert [hook.mic_active(it) for it in range(5)] == [False, False, False, True, True]
+    run_schedule(hook, 8)  # burn-in: iterations 0-2; MIC: 3-7, updates after 4 and 6
+    assert events == [("copy", "student"), ("evaluate",), ("update", "student", 0.9), ("update", "student", 0.9)]
     assert "Burn-in finished after 3 iterations" in hook_log.text
 
 
+def test_without_burn_in_the_teacher_follows_from_the_first_step():
+    events = []
+    hook = TeacherHook(recording_teacher(events), lambda: "student", 0.5, period=1, burn_in_iters=0)
+    assert hook.mic_active(0)
+    run_schedule(hook, 3)
+    assert events == [("update", "student", 0.5)] * 3  # no hand-over, no evaluation
+
+
 def test_burn_in_without_evaluation():
-    copies = []
-    hook = BurnInHook(SimpleNamespace(copy_from=copies.append), lambda: "student", burn_in_iters=1)
-    hook.trainer = SimpleNamespace(iter=0)
-    hook.after_step()
-    assert copies == ["student"]
+    events = []
+    hook = TeacherHook(recording_teacher(events), lambda: "student", 0.9, period=1, burn_in_iters=1)
+    run_schedule(hook, 1)
+    assert events == [("copy", "student")]
 
 
 def test_signals_set_the_flag_and_a_second_ctrl_c_interrupts(hook_log):

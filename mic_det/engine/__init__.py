@@ -1,5 +1,5 @@
-from .hooks import BurnInHook, EMATeacherHook
+from .hooks import PreemptionHook, TeacherHook
 from .train_step import DomainAdaptiveStep, check_losses_finite
 from .trainer import DomainAdaptiveTrainer
 
-__all__ = ["BurnInHook", "DomainAdaptiveStep", "DomainAdaptiveTrainer", "EMATeacherHook", "check_losses_finite"]
+__all__ = ["DomainAdaptiveStep", "DomainAdaptiveTrainer", "PreemptionHook", "TeacherHook", "check_losses_finite"]

@@ -1,4 +1,5 @@
-"""Hooks of domain-adaptive training: the EMA teacher update and the end of burn-in."""
+"""Hooks of domain-adaptive training: the teacher's schedule (burn-in, then EMA updates)
+and the checkpoint on SIGTERM / Ctrl-C."""
 import logging
 import signal
 import threading
@@ -10,11 +11,15 @@ from detectron2.utils import comm
 logger = logging.getLogger(__name__)
 
 
-class EMATeacherHook(HookBase):
-    """After each optimizer step (from the end of burn-in on, every ``period`` steps):
-    ``teacher = alpha * teacher + (1 - alpha) * student``."""
+class TeacherHook(HookBase):
+    """The teacher's schedule, in one place. For the first ``burn_in_iters`` iterations
+    the student trains without MIC and the teacher waits; after the last of them the
+    teacher is re-initialised from the student (and that starting point is evaluated
+    once). From then on, after every ``period``-th step:
+    ``teacher = alpha * teacher + (1 - alpha) * student``. The training step asks
+    :meth:`mic_active` whether MIC runs at an iteration."""
 
-    def __init__(self, teacher, student_fn, alpha: float, period: int, start_iter: int):
+    def __init__(self, teacher, student_fn, alpha: float, period: int, burn_in_iters: int, evaluate_fn=None):
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"TEACHER.EMA_ALPHA must be in [0, 1], got {alpha}")
         if period < 1:
@@ -23,31 +28,21 @@ class EMATeacherHook(HookBase):
         self.student_fn = student_fn
         self.alpha = alpha
         self.period = period
-        self.start_iter = start_iter
-
-    def after_step(self):
-        it = self.trainer.iter
-        if it >= self.start_iter and (it + 1 - self.start_iter) % self.period == 0:
-            self.teacher.update(self.student_fn(), self.alpha)
-
-
-class BurnInHook(HookBase):
-    """When burn-in ends (after iteration ``burn_in_iters - 1``), re-initialise the
-    teacher from the student and evaluate that starting point once."""
-
-    def __init__(self, teacher, student_fn, burn_in_iters: int, evaluate_fn=None):
-        self.teacher = teacher
-        self.student_fn = student_fn
         self.burn_in_iters = burn_in_iters
         self.evaluate_fn = evaluate_fn
 
+    def mic_active(self, iteration: int) -> bool:
+        return iteration >= self.burn_in_iters
+
     def after_step(self):
-        if self.trainer.iter + 1 != self.burn_in_iters:
-            return
-        logger.info(f"Burn-in finished after {self.burn_in_iters} iterations: teacher <- student")
-        self.teacher.copy_from(self.student_fn())
-        if self.evaluate_fn is not None:
-            self.evaluate_fn()
+        it = self.trainer.iter
+        if it + 1 == self.burn_in_iters:
+            logger.info(f"Burn-in finished after {self.burn_in_iters} iterations: teacher <- student")
+            self.teacher.copy_from(self.student_fn())
+            if self.evaluate_fn is not None:
+                self.evaluate_fn()
+        elif self.mic_active(it) and (it + 1 - self.burn_in_iters) % self.period == 0:
+            self.teacher.update(self.student_fn(), self.alpha)
 
 
 class PreemptionHook(HookBase):

@@ -20,7 +20,7 @@ from ..data.loaders import build_source_loader, build_target_loader, build_test_
 from ..data.stream import PairedDataLoader
 from ..evaluation import DomainAdaptationCOCOEvaluator, format_ap50_table, write_results_json
 from ..modeling.teacher import EMATeacher
-from .hooks import BurnInHook, EMATeacherHook, PreemptionHook
+from .hooks import PreemptionHook, TeacherHook
 from .train_step import DomainAdaptiveStep
 
 logger = logging.getLogger("mic_det")
@@ -47,7 +47,12 @@ class DomainAdaptiveTrainer(DefaultTrainer):
         model = create_ddp_model(model, broadcast_buffers=False, **ddp_kwargs)
 
         self.teacher = EMATeacher(unwrap(model)) if cfg.MIC.ENABLED else None
-        burn_in = cfg.TEACHER.BURN_IN_ITERS
+        self.teacher_hook = None
+        if self.teacher is not None:
+            self.teacher_hook = TeacherHook(
+                self.teacher, lambda: self.student, cfg.TEACHER.EMA_ALPHA, cfg.TEACHER.UPDATE_PERIOD,
+                cfg.TEACHER.BURN_IN_ITERS, self._evaluate_burn_in,
+            )
         amp_dtype = None
         if cfg.SOLVER.AMP.ENABLED:
             amp_dtype = getattr(torch, cfg.SOLVER.AMP.PRECISION)
@@ -56,7 +61,7 @@ class DomainAdaptiveTrainer(DefaultTrainer):
             data_loader,
             optimizer,
             teacher=self.teacher,
-            mic_active=lambda it: it >= burn_in,
+            mic_active=self.teacher_hook.mic_active if self.teacher_hook is not None else lambda it: False,
             pseudo_label_threshold=cfg.MIC.PSEUDO_LABEL_THRESHOLD,
             pseudo_label_nms=cfg.MIC.PSEUDO_LABEL_NMS_THRESH,
             amp_dtype=amp_dtype,
@@ -147,15 +152,8 @@ class DomainAdaptiveTrainer(DefaultTrainer):
     def build_hooks(self):
         cfg = self.cfg
         ret = [hooks.IterationTimer(), hooks.LRScheduler()]
-        if self.teacher is not None:
-            burn_in = cfg.TEACHER.BURN_IN_ITERS
-            ret.append(
-                EMATeacherHook(
-                    self.teacher, lambda: self.student, cfg.TEACHER.EMA_ALPHA, cfg.TEACHER.UPDATE_PERIOD, burn_in
-                )
-            )
-            if burn_in > 0:
-                ret.append(BurnInHook(self.teacher, lambda: self.student, burn_in, self._evaluate_burn_in))
+        if self.teacher_hook is not None:
+            ret.append(self.teacher_hook)
         if comm.is_main_process():
             ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
 
