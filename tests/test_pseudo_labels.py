@@ -35,7 +35,7 @@ def test_threshold_then_nms():
 
 def test_stats():
     labels = select_pseudo_labels([_pred([[0, 0, 10, 10]], [0.9], [0]), _pred([[0, 0, 5, 5]], [0.1], [0])], 0.8, 0.5)
-    stats = pseudo_label_stats(labels)
+    stats = pseudo_label_stats(labels, num_classes=3)
     assert stats["mic/pseudo_boxes_per_image"] == 0.5
     assert stats["mic/images_used_fraction"] == 0.5
     assert abs(stats["mic/pseudo_box_confidence"] - 0.9) < 1e-6
@@ -182,11 +182,28 @@ def test_nms_acts_on_two_boxes_and_labels_keep_the_image_size():
 
 def test_stats_of_one_image_and_of_none_confident():
     (one,) = select_pseudo_labels([_pred([[0, 0, 10, 10], [50, 50, 60, 60]], [0.9, 0.8], [0, 1])], 0.5, 0.5)
-    stats = pseudo_label_stats([one])
+    stats = pseudo_label_stats([one], num_classes=2)
     assert stats["mic/pseudo_boxes_per_image"] == 2.0 and stats["mic/images_used_fraction"] == 1.0
     empty = select_pseudo_labels([_pred([[0, 0, 10, 10]], [0.1], [0])] * 2, 0.8, 0.5)
-    stats = pseudo_label_stats(empty)
-    assert stats == {"mic/pseudo_boxes_per_image": 0.0, "mic/images_used_fraction": 0.0, "mic/pseudo_box_confidence": 0.0}
+    stats = pseudo_label_stats(empty, num_classes=2)
+    assert stats == {"mic/pseudo_boxes_per_image": 0.0, "mic/images_used_fraction": 0.0, "mic/pseudo_box_confidence": 0.0,
+                     "mic/pseudo_box_area": 0.0, "mic/pseudo_large_box_fraction": 0.0,
+                     "mic/pseudo_class_fraction/0": 0.0, "mic/pseudo_class_fraction/1": 0.0}
+
+
+def test_stats_of_box_size_relative_to_the_image_and_class_mix():
+    """What confirmation bias under a large shift looks like: boxes that grow to cover the
+    image. Areas are relative to each image's own size (network input, unpadded)."""
+    labels = select_pseudo_labels([
+        _pred([[0, 0, 100, 100], [0, 0, 10, 10]], [0.9, 0.95], [1, 0], size=(100, 100)),  # areas 1.0, 0.01
+        _pred([[0, 0, 60, 50]], [0.85], [1], size=(50, 100)),  # area 3000 / 5000 = 0.6
+        _pred([[0, 0, 10, 10]], [0.1], [2], size=(100, 100)),  # not confident: no box
+    ], 0.8, 1.0)
+    stats = pseudo_label_stats(labels, num_classes=3)
+    assert stats["mic/pseudo_box_area"] == pytest.approx((1.0 + 0.01 + 0.6) / 3)
+    assert stats["mic/pseudo_large_box_fraction"] == pytest.approx(2 / 3)  # > half the image: 1.0 and 0.6
+    assert [stats[f"mic/pseudo_class_fraction/{k}"] for k in range(3)] == pytest.approx([1 / 3, 2 / 3, 0.0])
+    assert stats["mic/pseudo_boxes_per_image"] == 1.0 and stats["mic/images_used_fraction"] == pytest.approx(2 / 3)
 
 
 def test_box_regression_terms_when_asked(storage):

@@ -277,20 +277,36 @@ def test_visualize_batch_writes_a_grid_per_target_image(run, tmp_path):
         assert image.std() > 20
 
 
-def test_visualize_curves(tmp_path):
+def test_visualize_curves(tmp_path, monkeypatch):
     lines = []
     for it in range(19, 400, 20):
         r = {"iteration": it, "loss_cls": 1.0 / (1 + it / 100), "loss_rpn_cls": 0.3, "loss_sada_img": 0.69, "lr": 0.01,
              "sada/img_acc": 0.5 + 20 / (it + 40), "sada/ins_acc": 0.55}
         if it >= 200:
-            r.update({"loss_mic_cls": 0.4, "mic/pseudo_boxes_per_image": 2.0 + it / 200})
+            r.update({"loss_mic_cls": 0.4, "mic/pseudo_boxes_per_image": 2.0 + it / 200,
+                      "mic/pseudo_box_confidence": 0.8 + it / 4000, "mic/pseudo_box_area": it / 800,
+                      "mic/pseudo_large_box_fraction": it / 400, "mic/pseudo_class_fraction/0": 0.25,
+                      "mic/pseudo_class_fraction/1": 0.75})
         lines.append(json.dumps(r))
     lines.append(json.dumps({"iteration": 199, "burn_in/ds_val/bbox/AP50": 30.0}))
     for it in (299, 399):
         lines.append(json.dumps({"iteration": it, "teacher/ds_val/bbox/AP50": 35.0 + it / 100,
                                  "student/ds_val/bbox/AP50": 33.0, "student/ds_val/bbox/AP50-car": float("nan")}))
     (tmp_path / "metrics.json").write_text("\n".join(lines) + '\n{"iteration": 4')  # a run still writing
+    panels = {}
+    draw = visualize.plot_lines
+
+    def spy(ax, records, lines, title, *args):
+        panels[title] = [key for key, *_ in lines if visualize.series(records, key)[0]]
+        return draw(ax, records, lines, title, *args)
+
+    monkeypatch.setattr(visualize, "plot_lines", spy)
     out = visualize.main(["curves", "--output-dir", str(tmp_path), "--out", str(tmp_path / "plots" / "curves.png")])
+    # confirmation bias is read from confidence and size over time, drawn next to the count
+    drift = next(v for k, v in panels.items() if k.startswith("teacher pseudo-labels: confidence"))
+    assert drift == ["mic/pseudo_box_confidence", "mic/pseudo_box_area", "mic/pseudo_large_box_fraction",
+                     "mic/pseudo_class_fraction/0", "mic/pseudo_class_fraction/1"]
+    assert panels["teacher pseudo-labels: how many"] == ["mic/pseudo_boxes_per_image"]
     image = cv2.imread(out)
     assert image is not None and image.shape[0] >= 600 and image.shape[1] >= 1000 and image.std() > 10
     with pytest.raises(SystemExit, match="metrics.json"):

@@ -181,6 +181,7 @@ def batch(args):
 
 
 # ---------------------------------------------------------------- curves
+CLASS_FRACTION = "mic/pseudo_class_fraction/"
 AP50_KEY = re.compile(r"^(?:(teacher|student|burn_in)/)?(.+)/bbox/AP50$")
 # One colour per dataset; teacher, student and the burn-in point told apart by line and marker.
 MODEL_STYLES = {
@@ -257,10 +258,19 @@ def curves(args):
     plot_lines(axes[0, 2], records, [("sada/img_acc", "image level", {}), ("sada/ins_acc", "instance level", {})],
                "SADA discriminators: domain accuracy (0.5 = aligned)", "accuracy", "no sada/*_acc (SADA off)")
     axes[0, 2].axhline(0.5, color="gray", linewidth=0.8, linestyle=":")
+    no_mic = "no mic/pseudo_* (MIC off or still in burn-in)"
     plot_lines(axes[1, 0], records, [("mic/pseudo_boxes_per_image", "pseudo-boxes per target image", {})],
-               "teacher pseudo-labels", "boxes per image", "no mic/pseudo_boxes_per_image (MIC off or still in burn-in)")
-    plot_lines(axes[1, 1], records, ap_lines, "AP50 (%)", "AP50", "no evaluation in metrics.json (TEST.EVAL_PERIOD 0?)")
-    axes[1, 2].axis("off")
+               "teacher pseudo-labels: how many", "boxes per image", no_mic)
+    classes = sorted((k for k in keys if k.startswith(CLASS_FRACTION)), key=lambda k: int(k[len(CLASS_FRACTION):]))
+    plot_lines(axes[1, 1], records,
+               [("mic/pseudo_box_confidence", "mean confidence", {"color": "C3"}),
+                ("mic/pseudo_box_area", "mean box area / image area", {"color": "C0"}),
+                ("mic/pseudo_large_box_fraction", "boxes larger than half the image", {"color": "C1"})]
+               + [(k, f"class {k[len(CLASS_FRACTION):]} share", {"linestyle": ":", "color": f"C{4 + i % 6}"})
+                  for i, k in enumerate(classes)],
+               "teacher pseudo-labels: confidence, size, classes\n(confidence rising on boxes that fill the image: "
+               "confirmation bias)", "fraction", no_mic)
+    plot_lines(axes[1, 2], records, ap_lines, "AP50 (%)", "AP50", "no evaluation in metrics.json (TEST.EVAL_PERIOD 0?)")
     first, last = records[0]["iteration"], records[-1]["iteration"]
     margin = max(1, (last - first) * 0.03)
     for ax in axes.flat:

@@ -92,7 +92,7 @@ class DomainAdaptiveStep(SimpleTrainer):
                 pseudo_labels = select_pseudo_labels(
                     self.teacher.predict(target), self.pseudo_label_threshold, self.pseudo_label_nms
                 )
-                get_event_storage().put_scalars(**pseudo_label_stats(pseudo_labels))
+                get_event_storage().put_scalars(**pseudo_label_stats(pseudo_labels, self.teacher.num_classes))
             if target is None:
                 loss_dict = self.model(source)
             else:

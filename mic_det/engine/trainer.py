@@ -21,6 +21,7 @@ from ..data.stream import PairedDataLoader
 from ..evaluation import DomainAdaptationCOCOEvaluator, format_ap50_table, write_results_json
 from ..modeling.teacher import EMATeacher
 from .hooks import PreemptionHook, TeacherHook
+from .pseudo_label_monitor import ConfirmationBiasMonitor
 from .train_step import DomainAdaptiveStep
 
 logger = logging.getLogger("mic_det")
@@ -154,6 +155,7 @@ class DomainAdaptiveTrainer(DefaultTrainer):
         ret = [hooks.IterationTimer(), hooks.LRScheduler()]
         if self.teacher_hook is not None:
             ret.append(self.teacher_hook)
+            ret.append(ConfirmationBiasMonitor())
         if comm.is_main_process():
             ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
 

@@ -26,6 +26,11 @@ class EMATeacher(nn.Module):
         self.model.eval()
         self.restored = False
 
+    @property
+    def num_classes(self) -> int:
+        """Classes of the detector's box head (the pseudo-label statistics count each)."""
+        return self.model.roi_heads.num_classes
+
     def train(self, mode: bool = True):
         # The teacher predicts like a deployed model, whatever the trainer asks of it.
         return super().train(False)
