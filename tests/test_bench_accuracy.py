@@ -290,7 +290,7 @@ def test_dry_run_lists_the_commands(tmp_path, tool_env):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     commands = [line for line in proc.stdout.splitlines() if "tools/train_net.py" in line]
-    expected = [(shift, method, seed) for shift in ("synthetic", "cctv_fog") for seed in (0, 1)
+    expected = [(shift, method, seed) for shift in ("synthetic", "synthetic_dusk", "cctv_fog") for seed in (0, 1)
                 for method in ("source_only", "sada", "mic", "oracle")]
     assert len(commands) == len(expected)
     fog_root = os.path.join(tool_env["DETECTRON2_DATASETS"], "cctv_fire_smoke_fog")

@@ -109,8 +109,8 @@ def test_fog_fades_far_rows_and_objects_more_than_near_ones():
     far_ratio, near_ratio = [], []
     for k in range(6):
         # the same scene rendered without and with fog
-        clear, scene, none = scenes.make_image((0, 1, 0, k), H, W, fog=False)
-        foggy, scene_f, fog = scenes.make_image((0, 1, 0, k), H, W, fog=True)
+        clear, scene, none = scenes.make_image((0, 1, 0, k), H, W, "clear")
+        foggy, scene_f, fog = scenes.make_image((0, 1, 0, k), H, W, "foggy")
         assert none is None and np.array_equal(scene.depth, scene_f.depth)
         assert [o.box for o in scene.objects] == [o.box for o in scene_f.objects]
         hz, beta = scene.horizon, fog["beta"]
@@ -270,3 +270,50 @@ def test_coco_evaluator_reads_the_registered_json(tmp_path, restore_registration
         evaluator.process([{"image_id": d["image_id"]}], [{"instances": inst}])
     result = evaluator.evaluate()["bbox"]
     assert result["AP"] == pytest.approx(100.0)
+
+
+def test_dusk_is_darker_orange_and_denser_than_foggy_on_the_same_scene():
+    """The harder target: the same scene at dusk is darker, warmer (less blue than red)
+    and in denser fog than in the foggy target; boxes do not move."""
+    H, W = gen.DEFAULT_IMAGE_SIZE
+    for k in range(4):
+        foggy, scene_f, fog = scenes.make_image((0, 2, 0, k), H, W, "foggy")
+        dusk, scene_d, light = scenes.make_image((0, 2, 0, k), H, W, "dusk")
+        again, _, _ = scenes.make_image((0, 2, 0, k), H, W, "dusk")
+        assert np.array_equal(dusk, again)  # deterministic
+        assert [o.box for o in scene_f.objects] == [o.box for o in scene_d.objects]
+        assert scenes._DUSK_BETA_RANGE[0] <= light["beta"] <= scenes._DUSK_BETA_RANGE[1]
+        assert scenes._DUSK_BETA_RANGE[0] > sum(scenes._BETA_RANGE) / 2  # denser than the usual fog
+        assert dusk.mean() < 0.6 * foggy.mean()
+        assert dusk[..., 2].mean() < 0.8 * dusk[..., 0].mean()  # RGB: blue well below red
+    with pytest.raises(ValueError, match="style"):
+        scenes.make_image((0, 0, 0, 0), H, W, "night")
+
+
+def test_dusk_set_is_its_own_cache_and_leaves_the_clear_foggy_stamp_alone(tmp_path):
+    root = str(tmp_path)
+    path = gen.generate_synthetic_shift(root, (64, 96), 3, 2, dirname=gen.DUSK_DIRNAME, domains=gen.DUSK_DOMAINS)
+    assert sorted(os.listdir(os.path.join(path, "annotations"))) == ["dusk_train.json", "dusk_val.json"]
+    assert not os.path.exists(os.path.join(root, gen.DATASET_DIRNAME))  # the usual set is not made with it
+    with open(os.path.join(path, "VERSION")) as f:
+        assert json.load(f)["domains"] == ["dusk"]
+    assert "domains" not in gen.shift_params((64, 96), 3, 2, 0)  # caches written before the dusk set still match
+    # dusk scenes are drawn from their own seeds: not the foggy target's scenes
+    foggy = gen.generate_synthetic_shift(root, (64, 96), 3, 2)
+    with open(os.path.join(path, "annotations", "dusk_train.json")) as f, \
+            open(os.path.join(foggy, "annotations", "foggy_train.json")) as g:
+        assert [a["bbox"] for a in json.load(f)["annotations"]] != [a["bbox"] for a in json.load(g)["annotations"]]
+
+
+def test_dusk_datasets_are_registered_beside_the_usual_ones(tmp_path):
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    syn.register_synthetic_shift(str(tmp_path), image_size=(64, 96), num_train=2, num_val=2)
+    try:
+        dicts = DatasetCatalog.get("synthetic_dusk_val")
+        assert len(dicts) == 2 and all(d["domain"] == "dusk" for d in dicts)
+        assert dicts[0]["file_name"].startswith(os.path.join(str(tmp_path), "synthetic_dusk", "dusk", "val"))
+        assert MetadataCatalog.get("synthetic_dusk_train").thing_classes == ["car", "person", "bus"]
+        assert not os.path.exists(os.path.join(str(tmp_path), "synthetic_shift"))  # generated on use only
+    finally:
+        syn.register_synthetic_shift(os.getenv("DETECTRON2_DATASETS", "datasets"))

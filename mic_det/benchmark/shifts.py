@@ -83,6 +83,13 @@ SHIFTS = {
         "labelled for the oracle); test: synthetic_foggy_val",
         methods=ALL_METHODS,
     ),
+    "synthetic_dusk": Shift(
+        "synthetic_dusk",
+        "embedded synthetic street scenes, clear -> dense fog at dusk under orange street light "
+        "(mic_det.datagen.scenes, \"dusk\"); demo model (Base-Demo-R18-FPN.yaml, 160x320 input)",
+        "source: synthetic_clear_train (labelled); target: synthetic_dusk_train (unlabelled; "
+        "labelled for the oracle); test: synthetic_dusk_val",
+    ),
     "cctv_fog": Shift(
         "cctv_fog",
         "CCTV fire/smoke frames, clear -> fogged copies (mic_det.datagen.fog, ground-plane prior); "

@@ -32,6 +32,14 @@ _NEAREST_S, _FARTHEST_S = 1.0, 0.1  # object ground rows, as (row - horizon) / (
 _DEPTH_MAX = 40.0  # sky / horizon depth; 1.0 at the bottom row
 _BETA_RANGE = (0.16, 0.30)
 _AIRLIGHT_RANGE = (0.80, 0.90)
+# The harder target, "dusk": the scene lit at a third of daylight through an orange
+# (sodium-lamp) tint, in fog about one and a half times as dense, against a dim
+# orange-grey sky.
+_DUSK_BETA_RANGE = (0.28, 0.42)
+_DUSK_GAIN_RANGE = (0.30, 0.45)
+_DUSK_TINT = (1.0, 0.72, 0.42)
+_DUSK_AIRLIGHT_RANGE = (0.30, 0.42)
+_DUSK_AIRLIGHT_TINT = (1.0, 0.85, 0.65)
 
 _CAR_COLORS = np.array(
     [
@@ -426,14 +434,34 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
     return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def make_image(key: Tuple[int, ...], H: int, W: int, fog: bool):
-    """One image from its seed key. Returns (uint8 RGB, scene, fog params or None).
-    (No per-pixel sensor noise: it would make the PNGs ~4x larger and slower to write.)"""
+def _sample_dusk(rng: np.random.Generator) -> Tuple[float, np.ndarray, float, np.ndarray]:
+    """Dense fog at dusk under sodium street lights: (beta, airlight, light gain, tint)."""
+    beta = float(rng.uniform(*_DUSK_BETA_RANGE))
+    gain = float(rng.uniform(*_DUSK_GAIN_RANGE))
+    tint = np.clip(np.asarray(_DUSK_TINT) + rng.uniform(-0.04, 0.04, 3), 0.0, 1.0).astype(np.float32)
+    airlight = (rng.uniform(*_DUSK_AIRLIGHT_RANGE) * np.asarray(_DUSK_AIRLIGHT_TINT)).astype(np.float32)
+    return beta, airlight, gain, tint
+
+
+DOMAIN_STYLES = ("clear", "foggy", "dusk")
+
+
+def make_image(key: Tuple[int, ...], H: int, W: int, style: str):
+    """One image from its seed key, in one of :data:`DOMAIN_STYLES`. Returns (uint8 RGB,
+    scene, the drawn fog / light parameters or None). (No per-pixel sensor noise: it
+    would make the PNGs ~4x larger and slower to write.)"""
+    if style not in DOMAIN_STYLES:
+        raise ValueError(f"style must be one of {DOMAIN_STYLES}, got {style!r}")
     scene = _render_scene(np.random.default_rng(list(key)), H, W)
     img = scene.image
-    fog_params = None
-    if fog:
+    params = None
+    if style == "foggy":
         beta, airlight = _sample_fog(np.random.default_rng(list(key) + [101]))
         img = _apply_fog(img, scene.depth, beta, airlight)
-        fog_params = {"beta": round(beta, 6), "airlight": [round(float(a), 6) for a in airlight]}
-    return _to_uint8(img), scene, fog_params
+        params = {"beta": round(beta, 6), "airlight": [round(float(a), 6) for a in airlight]}
+    elif style == "dusk":
+        beta, airlight, gain, tint = _sample_dusk(np.random.default_rng(list(key) + [102]))
+        img = _apply_fog(img * (gain * tint).reshape(1, 1, 3), scene.depth, beta, airlight)
+        params = {"beta": round(beta, 6), "airlight": [round(float(a), 6) for a in airlight],
+                  "light_gain": round(gain, 6), "tint": [round(float(c), 6) for c in tint]}
+    return _to_uint8(img), scene, params
