@@ -129,3 +129,9 @@ def test_a_signal_on_one_rank_stops_every_rank(tmp_path):
         p.join(timeout=120)
         assert p.exitcode == 0
     assert sorted(queue.get(timeout=10) for _ in procs) == [(0, signal.SIGTERM), (1, signal.SIGTERM)]
+    # one process: its own flag, nothing to agree with (also ties this test to
+    # _stop_requested for mutation testing, which traces calls in this process only)
+    alone = PreemptionHook(checkpointer=None)
+    assert alone._stop_requested() == 0
+    alone.received = signal.SIGINT
+    assert alone._stop_requested() == signal.SIGINT

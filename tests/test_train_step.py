@@ -3,6 +3,7 @@ gradient scaler for float16 and its state in checkpoints)."""
 import random
 
 import numpy as np
+import pytest
 import torch
 
 import mic_det.engine.train_step as train_step
@@ -98,3 +99,51 @@ def test_bfloat16_amp_runs_in_bfloat16_without_a_scaler(synthetic, tmp_path):
     # a float16 checkpoint's scaler state is ignored by a run without a scaler
     trainer._trainer.load_state_dict({**trainer._trainer.state_dict(), "grad_scaler": {"scale": 5.0}})
     assert trainer._trainer.grad_scaler is None
+
+
+def test_a_source_only_step_feeds_the_source_batch_alone(synthetic, tmp_path, monkeypatch):
+    """SADA and MIC off: no target loader, so the step's data is the source batch itself
+    (not a pair), and the model is called with it alone."""
+    cfg = da_cfg(tmp_path, max_iter=2)
+    cfg.SOLVER.IMS_PER_BATCH = 2
+    trainer = DomainAdaptiveTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    calls = []
+    student = trainer.student
+    real = type(student).forward
+    monkeypatch.setattr(type(student), "forward", lambda self, *args, **kw: (calls.append(args), real(self, *args, **kw))[1])
+    trainer.train()
+    assert [len(args) for args in calls] == [1, 1]  # source only: no target, no pseudo-labels
+    assert all(isinstance(args[0], list) and len(args[0]) == 2 and all("instances" in d for d in args[0]) for args in calls)
+    history = trainer.storage.history
+    assert history("loss_cls").values() and "loss_sada_img" not in trainer.storage.histories()
+    assert 0.0 <= history("data_time").latest() < 60.0  # seconds spent waiting for data, not a clock reading
+
+
+def test_a_non_finite_loss_stops_the_step_naming_the_term_and_iteration(synthetic, tmp_path, monkeypatch):
+    cfg = da_cfg(tmp_path, sada=True, max_iter=3)
+    trainer = DomainAdaptiveTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    student = trainer.student
+    real = type(student).forward
+
+    def nan_at_second_step(self, *args, **kw):
+        losses = real(self, *args, **kw)
+        if trainer.iter == 1:
+            losses["loss_sada_img"] = losses["loss_sada_img"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(type(student), "forward", nan_at_second_step)
+    with pytest.raises(FloatingPointError) as e:
+        trainer.train()
+    message = str(e.value)
+    assert "Non-finite loss at iteration 1: {'loss_sada_img': nan}" in message
+    assert "Lower SOLVER.BASE_LR, lengthen SOLVER.WARMUP_ITERS, or enable SOLVER.CLIP_GRADIENTS." in message
+
+
+def test_a_model_left_in_eval_mode_is_refused(synthetic, tmp_path):
+    trainer = DomainAdaptiveTrainer(da_cfg(tmp_path, sada=True, max_iter=1))
+    trainer.resume_or_load(resume=False)
+    trainer.student.eval()
+    with pytest.raises(AssertionError, match=r"^\[DomainAdaptiveStep\] model was changed to eval mode!$"):
+        trainer._trainer.run_step()
