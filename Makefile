@@ -25,14 +25,14 @@ test: install
 demo: install
 	$(PY) tools/demo.py $(DEMO_ARGS)
 
-# The accuracy benchmark (docs/benchmark.md): source only / SADA / MIC / oracle on both
-# shifts, plus MIC in mixed precision (mic_amp) on the synthetic one,
-# seeds 0,1,2, each shift's own schedule (synthetic 800, cctv_fog 1000 iterations); many
+# The accuracy benchmark (docs/benchmark.md): source only / SADA / MIC / oracle on the
+# three shifts, plus MIC in mixed precision (mic_amp) on the synthetic one, seeds 0,1,2,
+# each shift's own schedule (synthetic and synthetic_dusk 800, cctv_fog 1000 iterations); many
 # CPU hours, resumes where it stopped. Then the speed benchmark of the demo config.
 # e.g. make bench BENCH_ARGS="--iters 200 --seeds 0 --output-dir output/bench_quick" (later options win)
 BENCH_ARGS ?=
 bench: install
-	$(PY) tools/benchmark.py accuracy --shifts synthetic,cctv_fog --methods source_only,sada,mic,mic_amp,oracle --seeds 0,1,2 --output-dir output/bench_accuracy $(BENCH_ARGS)
+	$(PY) tools/benchmark.py accuracy --shifts synthetic,synthetic_dusk,cctv_fog --methods source_only,sada,mic,mic_amp,oracle --seeds 0,1,2 --output-dir output/bench_accuracy $(BENCH_ARGS)
 	$(PY) tools/benchmark.py speed --config configs/demo_mic.yaml --iters 20 --out output/bench_speed_demo.json
 
 # Mutation testing of the modules that carry the method (docs/mutation_testing.md): about an
