@@ -91,6 +91,10 @@ def add_mic_config(cfg):
     _C.MIC.PSEUDO_LABEL_THRESHOLD = 0.8
     # Per-class NMS IoU applied to the surviving boxes (1.0 turns it off).
     _C.MIC.PSEUDO_LABEL_NMS_THRESH = 0.5
+    # Teacher boxes larger than this fraction of their image are not used (before NMS).
+    # 1.0: any size (the reference). A safeguard against the teacher's failure under a
+    # large shift, boxes that cover the whole hazy sky (docs/method.md).
+    _C.MIC.PSEUDO_LABEL_MAX_AREA = 1.0
     # How each sample of the MIC loss is weighted:
     #   "teacher": by the confidence of the pseudo-box it is matched to (the paper);
     #              background samples weigh 1.
@@ -188,6 +192,8 @@ def check_config(cfg) -> None:
     needs_target = cfg.MODEL.SADA.ENABLED or cfg.MIC.ENABLED
     if needs_target and not cfg.DATASETS.TRAIN_TARGET:
         raise ValueError("MODEL.SADA / MIC are enabled but DATASETS.TRAIN_TARGET is empty: name the unlabelled target dataset(s).")
+    if not 0.0 < cfg.MIC.PSEUDO_LABEL_MAX_AREA <= 1.0:
+        raise ValueError(f"MIC.PSEUDO_LABEL_MAX_AREA must be in (0, 1] (a fraction of the image), got {cfg.MIC.PSEUDO_LABEL_MAX_AREA}")
     if cfg.TEACHER.BURN_IN_ITERS < 0:
         raise ValueError(f"TEACHER.BURN_IN_ITERS must be >= 0, got {cfg.TEACHER.BURN_IN_ITERS}")
     check_class_lists(cfg)

@@ -243,6 +243,8 @@ CONFIG_ROWS = [
     (["MIC.MASK_RATIO", "1.5"], "trainer", ["MIC.MASK_RATIO", "1.5"]),
     (["MIC.ENABLED", "False", "TEST.EVAL_MODEL", "teacher"], "trainer", ["TEST.EVAL_MODEL", "'teacher'", "MIC.ENABLED"]),
     (["TEST.EVAL_MODEL", "tacher"], "trainer", ["TEST.EVAL_MODEL", "'tacher'"]),
+    (["MIC.PSEUDO_LABEL_MAX_AREA", "0.0"], "trainer", ["MIC.PSEUDO_LABEL_MAX_AREA", "(0, 1]", "0.0"]),
+    (["MIC.PSEUDO_LABEL_MAX_AREA", "1.5"], "trainer", ["MIC.PSEUDO_LABEL_MAX_AREA", "1.5"]),
 ]
 
 

@@ -5,7 +5,7 @@ from detectron2.structures import Boxes, Instances
 from torch.nn import functional as F
 
 from conftest import make_inputs, tiny_cfg
-from mic_det.modeling import pseudo_label_losses, pseudo_label_stats, select_pseudo_labels
+from mic_det.modeling import PseudoLabeler, pseudo_label_losses, pseudo_label_stats, select_pseudo_labels
 
 
 def _pred(boxes, scores, classes, size=(100, 100)):
@@ -22,19 +22,19 @@ def test_threshold_then_nms():
         [0.95, 0.85, 0.79, 0.9, 0.8],
         [0, 0, 1, 1, 2],
     )
-    (out,) = select_pseudo_labels([pred], score_threshold=0.8, nms_thresh=0.5)
+    (out,) = select_pseudo_labels([pred], score_threshold=0.8, nms_thresh=0.5, max_area=1.0)
     # 0.79 dropped; the 0.85 box overlaps the 0.95 box of its class (IoU 0.68) and goes;
     # the class-1 box at the same place as the class-0 box stays (NMS is per class);
     # a score exactly at the threshold stays.
     assert torch.allclose(out.gt_scores.sort().values, torch.tensor([0.8, 0.9, 0.95]))
     assert set(out.gt_classes.tolist()) == {0, 1, 2}
     assert out.has("gt_boxes")
-    (no_nms,) = select_pseudo_labels([pred], score_threshold=0.8, nms_thresh=1.0)
+    (no_nms,) = select_pseudo_labels([pred], score_threshold=0.8, nms_thresh=1.0, max_area=1.0)
     assert len(no_nms) == 4
 
 
 def test_stats():
-    labels = select_pseudo_labels([_pred([[0, 0, 10, 10]], [0.9], [0]), _pred([[0, 0, 5, 5]], [0.1], [0])], 0.8, 0.5)
+    labels = select_pseudo_labels([_pred([[0, 0, 10, 10]], [0.9], [0]), _pred([[0, 0, 5, 5]], [0.1], [0])], 0.8, 0.5, 1.0)
     stats = pseudo_label_stats(labels, num_classes=3)
     assert stats["mic/pseudo_boxes_per_image"] == 0.5
     assert stats["mic/images_used_fraction"] == 0.5
@@ -99,7 +99,7 @@ def test_no_surviving_pseudo_label_gives_zero_loss_and_finite_gradients(storage)
     cfg = tiny_cfg(sada=True, mic=True)
     model = build_model(cfg)
     model.train()
-    empty = [select_pseudo_labels([_pred([[0, 0, 10, 10]], [0.3], [0], (96, 160))], 0.8, 0.5)[0] for _ in range(2)]
+    empty = [select_pseudo_labels([_pred([[0, 0, 10, 10]], [0.3], [0], (96, 160))], 0.8, 0.5, 1.0)[0] for _ in range(2)]
     losses = model(make_inputs(2), make_inputs(2, with_instances=False, seed=3), empty)
     assert losses["loss_mic_rpn_cls"].item() == 0 and losses["loss_mic_cls"].item() == 0
     sum(losses.values()).backward()
@@ -176,15 +176,15 @@ def test_teacher_weighting_weighs_foreground_samples_by_their_box_and_background
 
 def test_nms_acts_on_two_boxes_and_labels_keep_the_image_size():
     pred = _pred([[0, 0, 10, 10], [1, 1, 11, 11]], [0.9, 0.85], [0, 0], size=(50, 60))
-    (out,) = select_pseudo_labels([pred], 0.8, 0.5)
+    (out,) = select_pseudo_labels([pred], 0.8, 0.5, 1.0)
     assert out.gt_scores.tolist() == [pytest.approx(0.9)] and out.image_size == (50, 60)
 
 
 def test_stats_of_one_image_and_of_none_confident():
-    (one,) = select_pseudo_labels([_pred([[0, 0, 10, 10], [50, 50, 60, 60]], [0.9, 0.8], [0, 1])], 0.5, 0.5)
+    (one,) = select_pseudo_labels([_pred([[0, 0, 10, 10], [50, 50, 60, 60]], [0.9, 0.8], [0, 1])], 0.5, 0.5, 1.0)
     stats = pseudo_label_stats([one], num_classes=2)
     assert stats["mic/pseudo_boxes_per_image"] == 2.0 and stats["mic/images_used_fraction"] == 1.0
-    empty = select_pseudo_labels([_pred([[0, 0, 10, 10]], [0.1], [0])] * 2, 0.8, 0.5)
+    empty = select_pseudo_labels([_pred([[0, 0, 10, 10]], [0.1], [0])] * 2, 0.8, 0.5, 1.0)
     stats = pseudo_label_stats(empty, num_classes=2)
     assert stats == {"mic/pseudo_boxes_per_image": 0.0, "mic/images_used_fraction": 0.0, "mic/pseudo_box_confidence": 0.0,
                      "mic/pseudo_box_area": 0.0, "mic/pseudo_large_box_fraction": 0.0,
@@ -198,7 +198,7 @@ def test_stats_of_box_size_relative_to_the_image_and_class_mix():
         _pred([[0, 0, 100, 100], [0, 0, 10, 10]], [0.9, 0.95], [1, 0], size=(100, 100)),  # areas 1.0, 0.01
         _pred([[0, 0, 60, 50]], [0.85], [1], size=(50, 100)),  # area 3000 / 5000 = 0.6
         _pred([[0, 0, 10, 10]], [0.1], [2], size=(100, 100)),  # not confident: no box
-    ], 0.8, 1.0)
+    ], 0.8, 1.0, 1.0)
     stats = pseudo_label_stats(labels, num_classes=3)
     assert stats["mic/pseudo_box_area"] == pytest.approx((1.0 + 0.01 + 0.6) / 3)
     assert stats["mic/pseudo_large_box_fraction"] == pytest.approx(2 / 3)  # > half the image: 1.0 and 0.6
@@ -235,3 +235,25 @@ def test_an_image_with_a_single_pseudo_box_is_used(storage, monkeypatch):
     assert len(targets) == 1 and masked.tensor.shape[0] == 1
     kept = masked.tensor != 0
     assert torch.equal(masked.tensor[kept], images.tensor[1:2][kept]), "the masked image is the second one"
+
+
+def test_area_ceiling_drops_boxes_larger_than_the_fraction_before_nms():
+    """MIC.PSEUDO_LABEL_MAX_AREA: a box over the ceiling (relative to its own image) is not
+    a pseudo-label, and it no longer suppresses a smaller box of its class in NMS."""
+    pred = _pred([[0, 0, 100, 50], [0, 0, 100, 25], [10, 10, 30, 30]], [0.99, 0.9, 0.85], [0, 0, 1], size=(50, 100))
+    # areas: 1.0, 0.5, 0.08 of the 50 x 100 image; the first two overlap (IoU 0.5)
+    (kept,) = select_pseudo_labels([pred], 0.8, 0.4, 0.5)
+    assert kept.gt_scores.tolist() == pytest.approx([0.9, 0.85])  # 0.5 is at the ceiling: kept
+    (off,) = select_pseudo_labels([pred], 0.8, 0.4, 1.0)
+    assert off.gt_scores.tolist() == pytest.approx([0.99, 0.85])  # without it the whole-image box wins NMS
+    (tight,) = select_pseudo_labels([pred], 0.8, 0.4, 0.49)
+    assert tight.gt_scores.tolist() == pytest.approx([0.85])
+
+
+def test_the_pseudo_labeler_follows_the_config_for_training_and_pictures():
+    cfg = tiny_cfg(mic=True)
+    cfg.MIC.PSEUDO_LABEL_THRESHOLD, cfg.MIC.PSEUDO_LABEL_NMS_THRESH, cfg.MIC.PSEUDO_LABEL_MAX_AREA = 0.7, 0.3, 0.6
+    labeler = PseudoLabeler.from_config(cfg)
+    assert (labeler.score_threshold, labeler.nms_thresh, labeler.max_area) == (0.7, 0.3, 0.6)
+    pred = _pred([[0, 0, 100, 100], [0, 0, 10, 10], [0, 0, 9, 9]], [0.9, 0.75, 0.65], [0, 1, 2])
+    assert labeler([pred])[0].gt_scores.tolist() == pytest.approx([0.75])

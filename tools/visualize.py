@@ -41,7 +41,7 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from mic_det.config import load_config  # noqa: E402
 from mic_det.data.loaders import CheckedDatasetMapper  # noqa: E402
-from mic_det.modeling import BlockMasker, select_pseudo_labels  # noqa: E402
+from mic_det.modeling import BlockMasker, PseudoLabeler  # noqa: E402
 from mic_det.checkpoint import build_detector  # noqa: E402
 from mic_det.inference import class_names  # noqa: E402
 from mic_det.utils.drawing import draw_boxes, draw_instances  # noqa: E402
@@ -136,7 +136,7 @@ def batch(args):
     teacher, teacher_name, student = load_teacher_and_student(cfg, args.weights)
     names = class_names(cfg)
     mapper = CheckedDatasetMapper(cfg, is_train=False)  # test-time resize, no flip
-    thr, nms = cfg.MIC.PSEUDO_LABEL_THRESHOLD, cfg.MIC.PSEUDO_LABEL_NMS_THRESH
+    labeler = PseudoLabeler.from_config(cfg)
     block = masker_of(student, cfg)
     os.makedirs(args.output, exist_ok=True)
     torch.manual_seed(args.seed)
@@ -146,7 +146,7 @@ def batch(args):
         with torch.no_grad():
             # As EMATeacher.predict: detections in the network-input frame.
             teacher_pred = teacher.inference(inputs, do_postprocess=False)[0].to("cpu")
-            pseudo = select_pseudo_labels([teacher_pred], thr, nms)[0]
+            pseudo = labeler([teacher_pred])[0]
             student_pred = student.inference(inputs, do_postprocess=False)[0].to("cpu")
             student_pred = student_pred[student_pred.scores >= args.score_threshold]
             images = student.preprocess_image(inputs)
@@ -163,7 +163,7 @@ def batch(args):
         panels = [
             (f"input ({w}x{h}, as the network sees it)", image),
             (f"masked: {block.block_size}px blocks, ratio {block.ratio:g}", mask_img),
-            (f"{teacher_name} pseudo-labels (score >= {thr:g}): {len(pseudo)}", draw_instances(image, pseudo, names)),
+            (f"{teacher_name} pseudo-labels (score >= {labeler.score_threshold:g}): {len(pseudo)}", draw_instances(image, pseudo, names)),
             (f"student predictions (score >= {args.score_threshold:g}): {len(student_pred)}",
              draw_instances(image, student_pred, names)),
         ]

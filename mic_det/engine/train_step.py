@@ -14,7 +14,7 @@ from detectron2.engine import SimpleTrainer
 from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 
-from ..modeling.pseudo_labels import pseudo_label_stats, select_pseudo_labels
+from ..modeling.pseudo_labels import PseudoLabeler, pseudo_label_stats
 from ..modeling.teacher import EMATeacher
 
 
@@ -47,7 +47,7 @@ class DomainAdaptiveStep(SimpleTrainer):
         teacher: the EMA teacher, or None when MIC is off.
         mic_active: ``mic_active(iteration)`` says whether MIC runs at that iteration
             (it does not during burn-in).
-        pseudo_label_threshold, pseudo_label_nms: see MIC.PSEUDO_LABEL_* in the config.
+        pseudo_labeler: the teacher's detections -> pseudo-labels (MIC.PSEUDO_LABEL_*).
     """
 
     def __init__(
@@ -58,8 +58,7 @@ class DomainAdaptiveStep(SimpleTrainer):
         *,
         teacher: Optional[EMATeacher],
         mic_active: Callable[[int], bool],
-        pseudo_label_threshold: float,
-        pseudo_label_nms: float,
+        pseudo_labeler: PseudoLabeler,
         amp_dtype: Optional[torch.dtype],
         seed: int,
     ):
@@ -67,8 +66,7 @@ class DomainAdaptiveStep(SimpleTrainer):
         self.seed = seed
         self.teacher = teacher
         self.mic_active = mic_active
-        self.pseudo_label_threshold = pseudo_label_threshold
-        self.pseudo_label_nms = pseudo_label_nms
+        self.pseudo_labeler = pseudo_labeler
         self.amp_dtype = amp_dtype
         self.device_type = next(model.parameters()).device.type
         # float16 needs loss scaling against underflow; bfloat16 has float32's range
@@ -89,9 +87,7 @@ class DomainAdaptiveStep(SimpleTrainer):
         pseudo_labels = None
         with self._autocast():
             if self.teacher is not None and target is not None and self.mic_active(self.iter):
-                pseudo_labels = select_pseudo_labels(
-                    self.teacher.predict(target), self.pseudo_label_threshold, self.pseudo_label_nms
-                )
+                pseudo_labels = self.pseudo_labeler(self.teacher.predict(target))
                 get_event_storage().put_scalars(**pseudo_label_stats(pseudo_labels, self.teacher.num_classes))
             if target is None:
                 loss_dict = self.model(source)

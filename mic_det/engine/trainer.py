@@ -19,6 +19,7 @@ from ..config import check_config
 from ..data.loaders import build_source_loader, build_target_loader, build_test_loader
 from ..data.stream import PairedDataLoader
 from ..evaluation import DomainAdaptationCOCOEvaluator, format_ap50_table, write_results_json
+from ..modeling.pseudo_labels import PseudoLabeler
 from ..modeling.teacher import EMATeacher
 from .hooks import PreemptionHook, TeacherHook
 from .pseudo_label_monitor import ConfirmationBiasMonitor
@@ -63,8 +64,7 @@ class DomainAdaptiveTrainer(DefaultTrainer):
             optimizer,
             teacher=self.teacher,
             mic_active=self.teacher_hook.mic_active if self.teacher_hook is not None else lambda it: False,
-            pseudo_label_threshold=cfg.MIC.PSEUDO_LABEL_THRESHOLD,
-            pseudo_label_nms=cfg.MIC.PSEUDO_LABEL_NMS_THRESH,
+            pseudo_labeler=PseudoLabeler.from_config(cfg),
             amp_dtype=amp_dtype,
             seed=self.seed,
         )

@@ -3,7 +3,7 @@ from .gradient_reversal import scale_gradient
 from .masking import BlockMasker
 from .meta_arch import DomainAdaptiveRCNN
 from .mic_loss import MaskedImageConsistency, pseudo_label_losses
-from .pseudo_labels import pseudo_label_stats, select_pseudo_labels
+from .pseudo_labels import PseudoLabeler, pseudo_label_stats, select_pseudo_labels
 from .sada import SADAHeads
 from .teacher import EMATeacher
 
@@ -12,6 +12,7 @@ __all__ = [
     "DomainAdaptiveRCNN",
     "EMATeacher",
     "MaskedImageConsistency",
+    "PseudoLabeler",
     "SADAHeads",
     "pseudo_label_losses",
     "pseudo_label_stats",

@@ -1,4 +1,6 @@
-"""Turn teacher detections into pseudo-labels: confident boxes only, then NMS."""
+"""Turn teacher detections into pseudo-labels: confident boxes only, optionally not too
+large, then NMS."""
+from dataclasses import dataclass
 from typing import Dict, List
 
 import torch
@@ -7,9 +9,10 @@ from detectron2.structures import Instances
 
 
 def select_pseudo_labels(
-    predictions: List[Instances], score_threshold: float, nms_thresh: float
+    predictions: List[Instances], score_threshold: float, nms_thresh: float, max_area: float
 ) -> List[Instances]:
-    """Keep boxes with score >= ``score_threshold``, then per-class NMS at ``nms_thresh``.
+    """Keep boxes with score >= ``score_threshold`` and an area of at most ``max_area`` of
+    their image (1.0: any size), then per-class NMS at ``nms_thresh``.
 
     Returns one ``Instances`` per image with ``gt_boxes``, ``gt_classes`` and
     ``gt_scores`` (the teacher's confidence, used to weight the MIC loss). Images may
@@ -18,6 +21,9 @@ def select_pseudo_labels(
     labels = []
     for pred in predictions:
         pred = pred[pred.scores >= score_threshold]
+        if max_area < 1.0:
+            height, width = pred.image_size
+            pred = pred[pred.pred_boxes.area() <= max_area * height * width]
         if nms_thresh < 1.0 and len(pred) > 1:
             keep = batched_nms(pred.pred_boxes.tensor, pred.scores, pred.pred_classes, nms_thresh)
             pred = pred[keep]
@@ -27,6 +33,23 @@ def select_pseudo_labels(
         target.gt_scores = pred.scores
         labels.append(target)
     return labels
+
+
+@dataclass(frozen=True)
+class PseudoLabeler:
+    """The teacher's detections -> pseudo-labels, as MIC.PSEUDO_LABEL_* say. The training
+    step and tools/visualize.py both use it, so a picture shows what training uses."""
+
+    score_threshold: float
+    nms_thresh: float
+    max_area: float
+
+    @classmethod
+    def from_config(cls, cfg) -> "PseudoLabeler":
+        return cls(cfg.MIC.PSEUDO_LABEL_THRESHOLD, cfg.MIC.PSEUDO_LABEL_NMS_THRESH, cfg.MIC.PSEUDO_LABEL_MAX_AREA)
+
+    def __call__(self, predictions: List[Instances]) -> List[Instances]:
+        return select_pseudo_labels(predictions, self.score_threshold, self.nms_thresh, self.max_area)
 
 
 def pseudo_label_stats(labels: List[Instances], num_classes: int) -> Dict[str, float]:
