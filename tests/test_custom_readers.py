@@ -70,3 +70,18 @@ def test_mapping_pass_renames_drops_ignored_and_names_the_file_of_an_unknown_cla
     assert all(set(x) == {"bbox", "bbox_mode", "category_id", "iscrowd"} for x in a["annotations"])
     with pytest.raises(CustomDatasetError, match=r"\['default'\][\s\S]*labels/b\.txt"):
         map_classes(yolo.read(spec), spec, ClassMapping(["smoke", "fire"], ["Fire:fire"], []))
+
+
+def test_voc_box_that_cannot_be_read_is_an_error_only_for_a_used_class(tmp_path):
+    from test_custom_data import voc_xml
+
+    root = tmp_path / "v"
+    (root / "Annotations").mkdir(parents=True)
+    write_image(root / "JPEGImages" / "a.jpg", 32, 64)
+    bad = voc_xml("a.jpg", [("smoke", (1, 1, 10, 10)), ("default", ("x", 1, 64, 32))])  # xmin not a number
+    (root / "Annotations" / "a.xml").write_text(bad)
+    spec = DatasetSpec("v", {"FORMAT": "voc", "ROOT": str(root)})
+    (a,) = map_classes(voc.read(spec), spec, ClassMapping(["smoke"], [], ["default"]))  # ignored: never read
+    assert [x["category_id"] for x in a["annotations"]] == [0]
+    with pytest.raises(CustomDatasetError, match=r"a\.xml.*object 'default' has no valid <bndbox>"):
+        map_classes(voc.read(spec), spec, ClassMapping(["smoke", "default"], [], []))

@@ -13,8 +13,8 @@
 blocks line up: masking is mic_det's own (``MaskedImageConsistency.masked_view``, or
 ``BlockMasker`` at MIC.MASK_BLOCK_SIZE / MIC.MASK_RATIO when MIC is off in the config) on
 the normalised tensor, un-normalised for display; pseudo-labels are the teacher's
-detections filtered by ``select_pseudo_labels`` at MIC.PSEUDO_LABEL_THRESHOLD and
-MIC.PSEUDO_LABEL_NMS_THRESH, exactly as a training step makes them. The default dataset
+detections filtered by the training step's ``PseudoLabeler`` (MIC.PSEUDO_LABEL_THRESHOLD,
+MIC.PSEUDO_LABEL_MAX_AREA, MIC.PSEUDO_LABEL_NMS_THRESH), exactly as a training step makes them. The default dataset
 is DATASETS.TRAIN_TARGET[0] (else DATASETS.TEST[0]).
 """
 import argparse

@@ -431,7 +431,7 @@ def write_image(path: str, image: np.ndarray) -> None:
     ok, buf = cv2.imencode(ext, image, params)
     if not ok:
         raise ValueError(f"cannot encode {path}")
-    with atomic_write(path, "wb") as f:
+    with atomic_write(path, "wb", fsync=False) as f:  # thousands of images, each re-renderable
         f.write(buf.tobytes())
 
 

@@ -4,7 +4,8 @@ cover most of the image, a hazy sky, a wall) and grow ever more confident in the
 the student it follows is trained to agree. Target AP then stays low while every loss
 looks healthy; only the pseudo-label statistics show it (see docs/method.md)."""
 import logging
-from typing import Dict, List
+from collections import deque
+from typing import Deque
 
 from detectron2.engine import HookBase
 
@@ -18,42 +19,44 @@ COUNT = "mic/pseudo_boxes_per_image"
 class ConfirmationBiasMonitor(HookBase):
     """After each step, look at the last ``window`` iterations that produced pseudo-boxes:
     if their mean confidence rose by at least ``min_rise`` from the first half of the
-    window to the second, and in the second half more than ``large_fraction`` of the
-    boxes covered more than half of their image, log a warning naming the iteration and
-    what to try. Warns once per run."""
+    window to the second, and the fraction of boxes covering more than half of their
+    image, averaged over the second half, exceeds ``large_fraction``, log a warning naming
+    the iteration and what to try. Warns once per run. Reads only the step's own figures
+    (a constant cost per step, however long the run)."""
 
     def __init__(self, window: int = 100, min_rise: float = 0.01, large_fraction: float = 0.5):
         if window < 2:
             raise ValueError(f"window must be >= 2, got {window}")
         self.window, self.min_rise, self.large_fraction = window, min_rise, large_fraction
+        self.confidence: Deque[float] = deque(maxlen=window)
+        self.large: Deque[float] = deque(maxlen=window)
         self.warned_at = None
 
-    @staticmethod
-    def _by_iteration(storage, key) -> Dict[int, float]:
-        if key not in storage.histories():
-            return {}
-        return {int(it): float(v) for v, it in storage.history(key).values()}
-
-    def check(self, storage) -> bool:
+    def check(self) -> bool:
         """Whether the last ``window`` iterations with pseudo-boxes show the signature."""
-        counts = self._by_iteration(storage, COUNT)
-        confidence, large = self._by_iteration(storage, CONFIDENCE), self._by_iteration(storage, LARGE)
-        its: List[int] = sorted(it for it, c in counts.items() if c > 0 and it in confidence and it in large)
-        its = its[-self.window:]
-        if len(its) < self.window:
+        if len(self.confidence) < self.window:
             return False
         half = self.window // 2
-        first, second = its[:half], its[half:]
+        conf, large = list(self.confidence), list(self.large)
 
         def mean(values):
             return sum(values) / len(values)
 
-        rising = mean([confidence[i] for i in second]) - mean([confidence[i] for i in first]) >= self.min_rise
-        mostly_large = mean([large[i] for i in second]) > self.large_fraction
-        return rising and mostly_large
+        rising = mean(conf[half:]) - mean(conf[:half]) >= self.min_rise
+        return rising and mean(large[half:]) > self.large_fraction
 
     def after_step(self):
-        if self.warned_at is not None or not self.check(self.trainer.storage):
+        if self.warned_at is not None:
+            return
+        latest = self.trainer.storage.latest()
+        if any(k not in latest for k in (COUNT, CONFIDENCE, LARGE)):
+            return  # MIC off, or still in burn-in
+        count, iteration = latest[COUNT]
+        if iteration != self.trainer.iter or count <= 0:
+            return  # not this step's figures, or no pseudo-box this step
+        self.confidence.append(float(latest[CONFIDENCE][0]))
+        self.large.append(float(latest[LARGE][0]))
+        if not self.check():
             return
         self.warned_at = self.trainer.iter
         logger.warning(
@@ -62,6 +65,6 @@ class ConfirmationBiasMonitor(HookBase):
             "more than half of the image (mic/pseudo_box_confidence, mic/pseudo_large_box_fraction; "
             "`tools/visualize.py curves` draws both). Self-training may be reinforcing wrong boxes. Check target "
             "AP on a labelled target set (TEST.EVAL_PERIOD) and try: a longer burn-in (TEACHER.BURN_IN_ITERS), "
-            "a higher MIC.PSEUDO_LABEL_THRESHOLD, a slower teacher (TEACHER.EMA_ALPHA closer to 1) or a lower "
-            "MIC.LOSS_WEIGHT."
+            "a higher MIC.PSEUDO_LABEL_THRESHOLD, a ceiling on pseudo-box size (MIC.PSEUDO_LABEL_MAX_AREA), a "
+            "slower teacher (TEACHER.EMA_ALPHA closer to 1) or a lower MIC.LOSS_WEIGHT."
         )

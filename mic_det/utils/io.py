@@ -14,9 +14,10 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", "
 
 
 @contextlib.contextmanager
-def atomic_write(path: str, mode: str = "w"):
+def atomic_write(path: str, mode: str = "w", fsync: bool = True):
     """Open a temporary file next to ``path`` for writing (``mode`` "w" or "wb"); when the
-    block ends without an exception, flush it to disk and rename it to ``path``. On an
+    block ends without an exception, flush it (to disk, unless ``fsync`` is False: bulk
+    writers of many small files that can be rewritten) and rename it to ``path``. On an
     exception the temporary file is removed and ``path`` is left as it was."""
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_write: mode must be 'w' or 'wb', not {mode!r}")
@@ -29,7 +30,8 @@ def atomic_write(path: str, mode: str = "w"):
         with open(tmp, mode) as f:
             yield f
             f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -41,7 +43,8 @@ def is_image_file(name: str) -> bool:
 
 
 def list_images(folder: str, recursive: bool = True) -> List[str]:
-    """Sorted paths of the image files in ``folder`` (and below it when ``recursive``)."""
+    """Paths of the image files in ``folder`` (and below it when ``recursive``), in a fixed
+    order: each folder's files sorted by name, then its subfolders, sorted, in turn."""
     if not recursive:
         return sorted(os.path.join(folder, n) for n in os.listdir(folder)
                       if is_image_file(n) and os.path.isfile(os.path.join(folder, n)))

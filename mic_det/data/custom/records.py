@@ -20,6 +20,12 @@ def box_record(box, category_name: str, iscrowd: int = 0, annotation_file: Optio
     return record
 
 
+def invalid_record(category_name: str, annotation_file: str, error: str) -> dict:
+    """An annotation whose box cannot be read: an error (``error``) if its class is used,
+    nothing if the class is ignored (as an ignored box is never read)."""
+    return {"category_name": str(category_name), "annotation_file": annotation_file, "invalid": error}
+
+
 def image_size(path: str, dataset: str) -> Tuple[int, int]:
     """(height, width) from the image header, as detectron2's ``read_image`` will see the
     image (EXIF orientation applied). Errors name the file."""

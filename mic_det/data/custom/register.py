@@ -35,8 +35,11 @@ def map_classes(dicts: List[dict], spec: DatasetSpec, mapping: ClassMapping) -> 
                 category_id = mapping.lookup(name)
             except KeyError:
                 raise mapping.unknown_error([name], [name], spec.name, source or spec.format) from None
-            if category_id is not None:
-                kept.append({**a, "category_id": category_id})
+            if category_id is None:
+                continue
+            if "invalid" in a:
+                raise CustomDatasetError(a["invalid"])
+            kept.append({**a, "category_id": category_id})
         d["annotations"] = kept
     return dicts
 

@@ -10,7 +10,7 @@ from typing import List, Optional, Tuple
 
 from ...utils.io import IMAGE_EXTENSIONS, is_image_file
 from .classes import norm
-from .records import box_record, image_size
+from .records import box_record, image_size, invalid_record
 from .spec import CustomDatasetError, CustomDatasetFileError, DatasetSpec
 
 
@@ -112,10 +112,11 @@ def read(spec: DatasetSpec) -> List[dict]:
             try:
                 x0, y0, x1, y1 = (float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
             except (AttributeError, TypeError, ValueError):
-                raise CustomDatasetError(
-                    f"DATASETS.CUSTOM.{spec.name}: {xml!r}: object {name!r} has no valid <bndbox> with "
-                    "xmin, ymin, xmax, ymax."
-                ) from None
+                # an error only if the object's class is used: the mapping pass decides
+                d["annotations"].append(invalid_record(
+                    name, xml, f"DATASETS.CUSTOM.{spec.name}: {xml!r}: object {name!r} has no valid <bndbox> "
+                    "with xmin, ymin, xmax, ymax."))
+                continue
             d["annotations"].append(box_record((x0 - offset, y0 - offset, x1, y1), name, annotation_file=xml))
         dicts.append(d)
     return dicts
