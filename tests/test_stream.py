@@ -73,6 +73,11 @@ def test_worker_processes_keep_the_order_and_the_draws():
     ld = loader(num_workers=2)
     ld.set_start(2)
     assert take(ld, 3) == take(loader(), 5)[2:]
+    # three workers resumed at a start that is not a multiple of three: worker w must
+    # serve the batches start + w, start + w + 3, ... for the loader to take them in order
+    ld = loader(num_workers=3)
+    ld.set_start(4)
+    assert take(ld, 5) == take(loader(), 9)[4:]
 
 
 def test_ranks_draw_differently(monkeypatch):
