@@ -414,15 +414,17 @@ def test_confident_teacher_boxes_reach_the_mic_loss_with_their_confidences(synth
             prediction(tuple(batched_inputs[1]["image"].shape[1:]), [[5, 5, 30, 30]], [0.3], [0]),
         ]
 
-    def spy(model, images, targets, *args, **kwargs):
-        seen["images"], seen["targets"] = images, targets
-        return original(model, images, targets, *args, **kwargs)
+    def spy(model, images, targets, quality_weight, box_regression):
+        seen["images"], seen["targets"], seen["settings"] = images, targets, (quality_weight, box_regression)
+        seen["student"] = model
+        return original(model, images, targets, quality_weight, box_regression)
 
     original = mic_loss_module.pseudo_label_losses
     monkeypatch.setattr(trainer.teacher, "predict", teacher_predict)
     monkeypatch.setattr(mic_loss_module, "pseudo_label_losses", spy)
     trainer.train()
 
+    assert seen["settings"] == ("teacher", False) and seen["student"] is trainer.student  # as configured
     (t,) = seen["targets"]  # the image left without a box is not in the MIC pass
     assert torch.equal(t.gt_boxes.tensor, torch.tensor([[10.0, 10, 50, 40], [60, 20, 100, 60]]))
     assert t.gt_classes.tolist() == [1, 2]

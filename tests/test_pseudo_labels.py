@@ -67,8 +67,9 @@ def test_teacher_weighting_is_linear_in_box_confidence(storage):
         assert abs(half - 0.5 * full) < 1e-5 * max(1.0, abs(full)), (k, half, full)
 
 
-@pytest.mark.parametrize("boundary_thresh", [-1, 0])  # detectron2's default, the reference's
-def test_unit_weights_reproduce_stock_classification_losses(boundary_thresh, storage):
+# detectron2's default boundary threshold and the reference's; RPN box loss types
+@pytest.mark.parametrize("boundary_thresh, rpn_box_loss", [(-1, "smooth_l1"), (0, "smooth_l1"), (-1, "giou")])
+def test_unit_weights_reproduce_stock_classification_losses(boundary_thresh, rpn_box_loss, storage):
     """Two images, and loss weights other than 1 in the RPN and box predictor: the
     pseudo-label losses at unit quality weights are detectron2's own."""
     cfg = tiny_cfg(mic=True)
@@ -76,6 +77,8 @@ def test_unit_weights_reproduce_stock_classification_losses(boundary_thresh, sto
     cfg.MODEL.RPN.LOSS_WEIGHT = 2.0
     cfg.MODEL.RPN.BBOX_REG_LOSS_WEIGHT = 3.0
     cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT = 4.0
+    cfg.MODEL.RPN.SMOOTH_L1_BETA = 1.0 / 9  # the reference's, not detectron2's default 0
+    cfg.MODEL.RPN.BBOX_REG_LOSS_TYPE = rpn_box_loss
     model = build_model(cfg)
     model.roi_heads.box_predictor.loss_weight["loss_cls"] = 5.0
     model.train()
@@ -102,6 +105,8 @@ def test_no_surviving_pseudo_label_gives_zero_loss_and_finite_gradients(storage)
     empty = [select_pseudo_labels([_pred([[0, 0, 10, 10]], [0.3], [0], (96, 160))], 0.8, 0.5, 1.0)[0] for _ in range(2)]
     losses = model(make_inputs(2), make_inputs(2, with_instances=False, seed=3), empty)
     assert losses["loss_mic_rpn_cls"].item() == 0 and losses["loss_mic_cls"].item() == 0
+    # the same loss terms as a step with pseudo-labels: box terms only with MIC.BOX_REGRESSION
+    assert sorted(k for k in losses if k.startswith("loss_mic")) == ["loss_mic_cls", "loss_mic_rpn_cls"]
     sum(losses.values()).backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
@@ -257,3 +262,15 @@ def test_the_pseudo_labeler_follows_the_config_for_training_and_pictures():
     assert (labeler.score_threshold, labeler.nms_thresh, labeler.max_area) == (0.7, 0.3, 0.6)
     pred = _pred([[0, 0, 100, 100], [0, 0, 10, 10], [0, 0, 9, 9]], [0.9, 0.75, 0.65], [0, 1, 2])
     assert labeler([pred])[0].gt_scores.tolist() == pytest.approx([0.75])
+
+
+def test_mic_pass_with_photometric_augmentation_runs_through_the_model(storage):
+    """The configs that turn colour jitter and blur on (cs2foggy_mic.yaml) take the
+    normalisation statistics from the model the MIC pass is given."""
+    cfg = tiny_cfg(sada=True, mic=True)
+    cfg.MIC.COLOR_JITTER_PROB, cfg.MIC.BLUR_PROB = 1.0, 1.0
+    model = build_model(cfg)
+    model.train()
+    confident = [select_pseudo_labels([_pred([[10, 10, 60, 50]], [0.9], [0], (96, 160))], 0.8, 0.5, 1.0)[0] for _ in range(2)]
+    losses = model(make_inputs(2), make_inputs(2, with_instances=False, seed=3), confident)
+    assert losses["loss_mic_cls"].item() > 0 and all(torch.isfinite(v) for v in losses.values())
