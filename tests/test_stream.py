@@ -47,6 +47,11 @@ def test_same_seed_same_batches_other_seed_other_batches():
     assert {x["idx"] for batch in a[:3] for x in batch} == set(range(7))
 
 
+def test_one_image_per_step_is_a_valid_batch():
+    batches = take(loader(batch=1), 3)
+    assert [len(b) for b in batches] == [1, 1, 1]
+
+
 def test_a_stream_started_at_k_is_the_tail_of_the_full_stream():
     full = take(loader(), 8)
     for k in (1, 3, 5):
