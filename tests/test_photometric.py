@@ -213,3 +213,23 @@ def test_only_blur_is_exactly_the_blur(monkeypatch):
 def test_channel_order_must_be_known():
     with pytest.raises(ValueError, match="INPUT.FORMAT.*'YUV'"):
         PhotometricAugmentation(0.5, 0.2, 0.5, (0.15, 1.15), "YUV")
+
+
+def test_rgb_input_is_augmented_as_the_same_image_in_bgr():
+    """INPUT.FORMAT "RGB": luma and hue are taken on the right channels, so augmenting an
+    RGB image gives the channel-reversed result of augmenting it in BGR."""
+    torch.manual_seed(0)
+    x_rgb = torch.rand(2, 3, 12, 16) * 255
+    mean_rgb, std = torch.tensor([123.7, 116.3, 103.5]), torch.tensor([58.4, 57.1, 57.4])
+    sizes = [(12, 16), (10, 14)]
+    with pytest.raises(ValueError, match="INPUT.FORMAT"):
+        PhotometricAugmentation(1.0, 0.4, 0.0, (0.15, 1.15), "rgb")
+    norm = lambda x, mean, sd: (x - mean.view(1, 3, 1, 1)) / sd.view(1, 3, 1, 1)  # noqa: E731
+    torch.manual_seed(1)
+    out_rgb = PhotometricAugmentation(1.0, 0.4, 0.0, (0.15, 1.15), "RGB")(norm(x_rgb, mean_rgb, std), sizes, mean_rgb, std)
+    torch.manual_seed(1)
+    flip = [2, 1, 0]
+    out_bgr = PhotometricAugmentation(1.0, 0.4, 0.0, (0.15, 1.15), "BGR")(
+        norm(x_rgb[:, flip], mean_rgb[flip], std[flip]), sizes, mean_rgb[flip], std[flip])
+    torch.testing.assert_close(out_rgb, out_bgr[:, flip], rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(out_rgb, norm(x_rgb, mean_rgb, std), atol=1e-2)  # it did augment
