@@ -56,20 +56,26 @@ def pseudo_label_stats(labels: List[Instances], num_classes: int) -> Dict[str, f
     """Figures logged every step, from which a user can read the teacher drifting (see
     docs/method.md, "Confirmation bias"): boxes per image, images used, mean confidence,
     mean box area relative to its image, the fraction of boxes larger than half their
-    image, and the share of each class among the boxes."""
+    image, and the share of each class among the boxes. One copy to the host per step."""
     counts = [len(x) for x in labels]
-    scores = [x.gt_scores for x in labels if len(x)]
-    areas = [x.gt_boxes.area() / float(x.image_size[0] * x.image_size[1]) for x in labels if len(x)]
-    classes = [x.gt_classes for x in labels if len(x)]
+    used = [x for x in labels if len(x)]
     total = sum(counts)
+    figures = [0.0] * (3 + num_classes)  # confidence, area, large fraction, class shares
+    if used:
+        scores = torch.cat([x.gt_scores for x in used])
+        areas = torch.cat([x.gt_boxes.area() / float(x.image_size[0] * x.image_size[1]) for x in used])
+        classes = torch.bincount(torch.cat([x.gt_classes for x in used]), minlength=num_classes)[:num_classes]
+        figures = torch.cat([
+            torch.stack([scores.float().mean(), areas.float().mean(), (areas > 0.5).float().mean()]),
+            classes.float() / total,
+        ]).tolist()
     stats = {
         "mic/pseudo_boxes_per_image": total / max(len(counts), 1),
-        "mic/images_used_fraction": sum(c > 0 for c in counts) / max(len(counts), 1),
-        "mic/pseudo_box_confidence": torch.cat(scores).mean().item() if scores else 0.0,
-        "mic/pseudo_box_area": torch.cat(areas).mean().item() if areas else 0.0,
-        "mic/pseudo_large_box_fraction": (torch.cat(areas) > 0.5).float().mean().item() if areas else 0.0,
+        "mic/images_used_fraction": len(used) / max(len(counts), 1),
+        "mic/pseudo_box_confidence": figures[0],
+        "mic/pseudo_box_area": figures[1],
+        "mic/pseudo_large_box_fraction": figures[2],
     }
-    per_class = torch.bincount(torch.cat(classes), minlength=num_classes).tolist() if classes else [0] * num_classes
     for k in range(num_classes):
-        stats[f"mic/pseudo_class_fraction/{k}"] = per_class[k] / total if total else 0.0
+        stats[f"mic/pseudo_class_fraction/{k}"] = figures[3 + k]
     return stats
