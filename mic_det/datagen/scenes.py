@@ -18,7 +18,9 @@ from typing import List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-CLASSES: Tuple[str, ...] = ("car", "person", "bus")
+from .scene_objects import DRAW, jitter_color, random_color
+
+CLASSES: Tuple[str, ...] = ("car", "person", "bus")  # in scene_objects.DRAW's order
 
 
 # ---------------------------------------------------------------- scene parameters
@@ -41,156 +43,11 @@ _DUSK_TINT = (1.0, 0.72, 0.42)
 _DUSK_AIRLIGHT_RANGE = (0.30, 0.42)
 _DUSK_AIRLIGHT_TINT = (1.0, 0.85, 0.65)
 
-_CAR_COLORS = np.array(
-    [
-        (0.78, 0.10, 0.10), (0.12, 0.22, 0.70), (0.92, 0.92, 0.92), (0.08, 0.08, 0.10),
-        (0.60, 0.62, 0.66), (0.90, 0.75, 0.12), (0.12, 0.48, 0.22), (0.45, 0.18, 0.50),
-        (0.95, 0.45, 0.10), (0.35, 0.30, 0.25),
-    ],
-    dtype=np.float32,
-)
-_BUS_COLORS = np.array(
-    [
-        (0.95, 0.80, 0.10), (0.80, 0.12, 0.10), (0.15, 0.30, 0.75), (0.92, 0.92, 0.90),
-        (0.15, 0.55, 0.30), (0.95, 0.50, 0.10), (0.55, 0.58, 0.62),
-    ],
-    dtype=np.float32,
-)
 _BUILDING_COLORS = np.array(
     [(0.55, 0.52, 0.48), (0.62, 0.55, 0.45), (0.45, 0.45, 0.50), (0.70, 0.66, 0.60), (0.50, 0.38, 0.32)],
     dtype=np.float64,
 )
-_SKIN = np.array(
-    [(0.95, 0.80, 0.68), (0.85, 0.66, 0.50), (0.62, 0.45, 0.32), (0.40, 0.28, 0.20)],
-    dtype=np.float32,
-)
 
-
-# ---------------------------------------------------------------- drawing helpers
-def _jitter(rng: np.random.Generator, color, amount: float = 0.06) -> Tuple[float, ...]:
-    d = rng.uniform(-amount, amount, 3)
-    return tuple(min(1.0, max(0.0, float(c) + float(e))) for c, e in zip(color, d))
-
-
-def _pick(rng: np.random.Generator, palette: np.ndarray, amount: float = 0.06):
-    return _jitter(rng, palette[rng.integers(len(palette))], amount)
-
-
-def _random_color(rng: np.random.Generator, sat=(0.3, 0.9), val=(0.3, 0.95)):
-    hsv = np.array(
-        [[[rng.uniform(0, 180), rng.uniform(*sat) * 255, rng.uniform(*val) * 255]]], np.uint8
-    )
-    rgb = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32) / 255.0
-    return tuple(float(v) for v in rgb)
-
-
-class _Patch:
-    """An object drawn in its own box: RGB ``image`` plus the ``mask`` of drawn pixels.
-    Coordinates are given as fractions of the box width / height."""
-
-    def __init__(self, h: int, w: int):
-        self.h, self.w = h, w
-        self.image = np.zeros((h, w, 3), np.float32)
-        self.mask = np.zeros((h, w), np.uint8)
-
-    def _p(self, fx: float, fy: float) -> Tuple[int, int]:
-        return int(round(fx * (self.w - 1))), int(round(fy * (self.h - 1)))
-
-    def rect(self, fx0, fy0, fx1, fy1, color):
-        p0, p1 = self._p(fx0, fy0), self._p(fx1, fy1)
-        cv2.rectangle(self.image, p0, p1, color, -1)
-        cv2.rectangle(self.mask, p0, p1, 255, -1)
-
-    def poly(self, pts, color):
-        arr = np.array([self._p(x, y) for x, y in pts], np.int32)
-        cv2.fillPoly(self.image, [arr], color)
-        cv2.fillPoly(self.mask, [arr], 255)
-
-    def circle(self, fx, fy, radius_px, color):
-        c, r = self._p(fx, fy), max(1, int(round(radius_px)))
-        cv2.circle(self.image, c, r, color, -1)
-        cv2.circle(self.mask, c, r, 255, -1)
-
-    def line(self, fx0, fy0, fx1, fy1, thickness_px, color):
-        p0, p1, t = self._p(fx0, fy0), self._p(fx1, fy1), max(1, int(round(thickness_px)))
-        cv2.line(self.image, p0, p1, color, t)
-        cv2.line(self.mask, p0, p1, 255, t)
-
-    def done(self, flip: bool):
-        img, mask = self.image, self.mask > 0
-        if flip:
-            img, mask = img[:, ::-1], mask[:, ::-1]
-        return np.ascontiguousarray(img), np.ascontiguousarray(mask)
-
-
-def _draw_car(rng, h, w):
-    p = _Patch(h, w)
-    body = _pick(rng, _CAR_COLORS)
-    dark = tuple(0.55 * c for c in body)
-    glass = _jitter(rng, (0.22, 0.28, 0.34), 0.08)
-    r = 0.19 * h  # wheel radius (px)
-    fr = r / max(h - 1, 1)
-    p.rect(0.0, 0.40, 1.0, 1.0 - 0.8 * fr, body)  # lower body
-    p.poly([(0.17, 0.44), (0.30, 0.0), (0.70, 0.0), (0.84, 0.44)], body)  # cabin
-    p.poly([(0.24, 0.41), (0.33, 0.10), (0.48, 0.10), (0.48, 0.41)], glass)
-    p.poly([(0.52, 0.41), (0.52, 0.10), (0.67, 0.10), (0.77, 0.41)], glass)
-    p.rect(0.0, 0.78 - 0.8 * fr, 1.0, 0.84 - 0.8 * fr, dark)  # bumper line
-    p.rect(0.0, 0.50, 0.05, 0.60, (0.75, 0.08, 0.05))  # tail light
-    p.rect(0.95, 0.50, 1.0, 0.60, (0.98, 0.95, 0.70))  # head light
-    for fx in (0.21, 0.79):
-        p.circle(fx, 1.0 - fr, r, (0.05, 0.05, 0.06))
-        p.circle(fx, 1.0 - fr, 0.45 * r, (0.55, 0.55, 0.58))
-    return p.done(bool(rng.integers(2)))
-
-
-def _draw_person(rng, h, w):
-    p = _Patch(h, w)
-    skin = _pick(rng, _SKIN, 0.04)
-    shirt = _random_color(rng)
-    pants = _random_color(rng, sat=(0.1, 0.6), val=(0.12, 0.5))
-    hair = _jitter(rng, (0.12, 0.09, 0.06), 0.06)
-    head_r = 0.095 * h
-    leg_t, arm_t = 0.20 * w, 0.13 * w
-    stride_l, stride_r = rng.uniform(0.12, 0.40), rng.uniform(0.60, 0.88)
-    p.line(0.42, 0.55, stride_l, 0.97, leg_t, pants)
-    p.line(0.58, 0.55, stride_r, 0.97, leg_t, pants)
-    p.rect(stride_l - 0.12, 0.96, stride_l + 0.12, 1.0, (0.06, 0.06, 0.06))
-    p.rect(stride_r - 0.12, 0.96, stride_r + 0.12, 1.0, (0.06, 0.06, 0.06))
-    swing = rng.uniform(-0.06, 0.06)
-    p.line(0.22, 0.23, 0.08 + swing, 0.50, arm_t, shirt)
-    p.line(0.78, 0.23, 0.92 - swing, 0.50, arm_t, shirt)
-    p.poly([(0.20, 0.19), (0.80, 0.19), (0.72, 0.58), (0.28, 0.58)], shirt)  # torso
-    p.circle(0.5, 0.105, head_r, skin)
-    p.circle(0.5, 0.085, 0.85 * head_r, hair)
-    p.circle(0.5, 0.12, 0.8 * head_r, skin)
-    return p.done(False)
-
-
-def _draw_bus(rng, h, w):
-    p = _Patch(h, w)
-    body = _pick(rng, _BUS_COLORS)
-    roof = tuple(0.8 * c for c in body)
-    accent = _random_color(rng, sat=(0.5, 1.0), val=(0.4, 0.9))
-    glass = _jitter(rng, (0.20, 0.26, 0.32), 0.08)
-    r = 0.12 * h
-    fr = r / max(h - 1, 1)
-    p.rect(0.0, 0.04, 1.0, 1.0 - 0.7 * fr, body)
-    p.rect(0.01, 0.0, 0.99, 0.07, roof)
-    p.rect(0.0, 0.60, 1.0, 0.66, accent)  # stripe
-    n = int(rng.integers(5, 9))
-    x0, x1 = 0.16, 0.91
-    step = (x1 - x0) / n
-    for i in range(n):
-        p.rect(x0 + i * step + 0.012, 0.15, x0 + (i + 1) * step - 0.012, 0.47, glass)
-    p.rect(0.93, 0.12, 0.995, 0.55, glass)  # windscreen
-    p.rect(0.04, 0.15, 0.13, 0.90 - 0.7 * fr, glass)  # door
-    for fx in (0.22, 0.80):
-        p.circle(fx, 1.0 - fr, r, (0.05, 0.05, 0.06))
-        p.circle(fx, 1.0 - fr, 0.45 * r, (0.55, 0.55, 0.58))
-    return p.done(bool(rng.integers(2)))
-
-
-_DRAW = (_draw_car, _draw_person, _draw_bus)
 
 
 @dataclass
@@ -262,7 +119,7 @@ def _sample_object(rng, H, W, horizon) -> Optional[_Object]:
     if min(h, w) < _MIN_BOX + 1 or w > W - 2 or h > yc:
         return None
     x0 = int(rng.integers(0, W - w + 1))
-    img, mask = _DRAW[cat](rng, h, w)
+    img, mask = DRAW[cat](rng, h, w)
     depth = float(_ground_depth(np.array([yc]), horizon, H)[0])
     return _Object(cat, x0, yc - h + 1, depth, img, mask)
 
@@ -277,17 +134,17 @@ def _render_scene(rng: np.random.Generator, H: int, W: int) -> _Scene:
     s_rows = np.clip((rows - horizon) / float(H - 1 - horizon), 0.0, 1.0).astype(np.float32)
 
     # sky: vertical gradient + a few clouds
-    top = np.array(_jitter(rng, (0.30, 0.50, 0.82), 0.10), np.float32)
-    low = np.array(_jitter(rng, (0.75, 0.83, 0.92), 0.06), np.float32)
+    top = np.array(jitter_color(rng, (0.30, 0.50, 0.82), 0.10), np.float32)
+    low = np.array(jitter_color(rng, (0.75, 0.83, 0.92), 0.06), np.float32)
     t = np.linspace(0.0, 1.0, horizon + 1, dtype=np.float32)[:, None]
     img[: horizon + 1] = top * (1 - t[:, :, None]) + low * t[:, :, None]
     for _ in range(int(rng.integers(0, 4))):
         c = (int(rng.integers(0, W)), int(rng.integers(0, max(1, horizon // 2))))
         axes = (int(rng.integers(W // 16, W // 5) + 1), int(rng.integers(2, max(3, H // 20) + 1)))
-        cv2.ellipse(img, c, axes, 0, 0, 360, _jitter(rng, (0.93, 0.94, 0.96), 0.03), -1)
+        cv2.ellipse(img, c, axes, 0, 0, 360, jitter_color(rng, (0.93, 0.94, 0.96), 0.03), -1)
 
     # ground (sidewalks / verge) below the horizon
-    side = np.array(_jitter(rng, (0.58, 0.56, 0.52), 0.08), np.float32)
+    side = np.array(jitter_color(rng, (0.58, 0.56, 0.52), 0.08), np.float32)
     shade = (0.85 + 0.15 * s_rows[horizon + 1 :])[:, None, None]
     img[horizon + 1 :] = side * shade
 
@@ -298,15 +155,15 @@ def _render_scene(rng: np.random.Generator, H: int, W: int) -> _Scene:
         bw = int(rng.integers(max(4, W // 16), max(6, W // 5)))
         bh = int(rng.uniform(0.15, 0.9) * horizon)
         y0 = max(0, horizon - bh)
-        col = _jitter(rng, rng.choice(_BUILDING_COLORS), 0.05)
+        col = jitter_color(rng, rng.choice(_BUILDING_COLORS), 0.05)
         cv2.rectangle(img, (x, y0), (x + bw - 1, horizon), col, -1)
         xa, xb = max(x, 0), min(x + bw, W)
         if xb > xa:
             depth[y0 : horizon + 1, xa:xb] = build_depth
         if rng.random() < 0.7:  # dark or lit windows
-            win = _jitter(rng, (0.25, 0.28, 0.32), 0.08)
+            win = jitter_color(rng, (0.25, 0.28, 0.32), 0.08)
         else:
-            win = _jitter(rng, (0.85, 0.82, 0.6), 0.05)
+            win = jitter_color(rng, (0.85, 0.82, 0.6), 0.05)
         ws = max(1, int(round(H / 80)))
         gap = ws + max(1, int(round(H / 80)))
         if bh > 3 * gap and bw > 3 * gap:  # a grid of ws x (ws+1) windows
@@ -322,7 +179,7 @@ def _render_scene(rng: np.random.Generator, H: int, W: int) -> _Scene:
     vx = W * rng.uniform(0.40, 0.60)
     xb = vx + W * rng.uniform(-0.12, 0.12)
     half_b = W * rng.uniform(0.38, 0.62)
-    asphalt = _jitter(rng, (0.30, 0.30, 0.32), 0.05)
+    asphalt = jitter_color(rng, (0.30, 0.30, 0.32), 0.05)
     road = np.array(
         [(vx - 1, horizon), (vx + 1, horizon), (xb + half_b, H - 1), (xb - half_b, H - 1)],
         np.float32,
@@ -334,7 +191,7 @@ def _render_scene(rng: np.random.Generator, H: int, W: int) -> _Scene:
     cols = np.arange(W, dtype=np.float32)[None, :]
     ground = img[horizon + 1 :]
     n_lanes = int(rng.integers(2, 4))
-    paint = _jitter(rng, (0.88, 0.88, 0.84), 0.04)
+    paint = jitter_color(rng, (0.88, 0.88, 0.84), 0.04)
     period, phase = rng.uniform(0.35, 0.6), rng.uniform(0, 1)
     with np.errstate(divide="ignore"):
         z = 1.0 / np.maximum(s_g, 1e-6)
@@ -369,17 +226,17 @@ def _render_scene(rng: np.random.Generator, H: int, W: int) -> _Scene:
         top_y = yc - hgt
         th = max(1, int(round(0.025 * H * s)))
         layer = np.zeros((H, W), np.uint8)
-        pole_col = _jitter(rng, (0.35, 0.33, 0.32) if kind != 2 else (0.35, 0.24, 0.14), 0.05)
+        pole_col = jitter_color(rng, (0.35, 0.33, 0.32) if kind != 2 else (0.35, 0.24, 0.14), 0.05)
         for tgt, c in ((img, pole_col), (layer, 255)):
             cv2.rectangle(tgt, (cx - th // 2, top_y), (cx + (th - 1) // 2, yc), c, -1)
         if kind == 1:  # sign
             rad = max(1, int(round(0.06 * H * s)))
-            sc = _random_color(rng, sat=(0.6, 1.0), val=(0.6, 1.0))
+            sc = random_color(rng, sat=(0.6, 1.0), val=(0.6, 1.0))
             for tgt, c in ((img, sc), (layer, 255)):
                 cv2.circle(tgt, (cx, top_y), rad, c, -1)
         elif kind == 2:  # tree crown
             rad = max(2, int(round(hgt * rng.uniform(0.25, 0.4))))
-            tc = _jitter(rng, (0.18, 0.42, 0.16), 0.08)
+            tc = jitter_color(rng, (0.18, 0.42, 0.16), 0.08)
             for tgt, c in ((img, tc), (layer, 255)):
                 cv2.circle(tgt, (cx, top_y + rad // 3), rad, c, -1)
         depth[layer > 0] = d
