@@ -265,3 +265,73 @@ def test_registration_names_and_metadata(tmp_path):
             cs.register_all_cityscapes_da(root)
     finally:
         DatasetCatalog.remove("cityscapes_fine_val")
+
+
+# ---------------------------------------------------------------------------------------
+# Cross-checks against the field's own Cityscapes code. mic_det keeps its own parser
+# (docs/datasets.md, "Why mic_det parses gtFine itself"); these tests pin how it relates
+# to detectron2's loader and cityscapesscripts, so a difference cannot creep in unseen.
+# ---------------------------------------------------------------------------------------
+def test_same_boxes_as_detectron2_cityscapes_loader_up_to_its_conventions(tree):
+    """detectron2's load_cityscapes_instances, on the same gtFine: the same instances and
+    class ids; its boxes end on the last pixel (ours one past it, like COCO widths); it
+    drops one-pixel-wide instances and keeps group regions as crowd annotations."""
+    from detectron2.data.datasets.cityscapes import load_cityscapes_instances
+
+    root, _ = tree
+    for split in ("train", "val"):
+        gt_dir = os.path.join(root, "cityscapes", "gtFine", split)
+        for dirpath, _, files in os.walk(gt_dir):  # it insists on a labelIds PNG existing
+            for f in files:
+                if f.endswith("_gtFine_instanceIds.png"):
+                    shutil.copy(os.path.join(dirpath, f),
+                                os.path.join(dirpath, f.replace("instanceIds", "labelIds")))
+        theirs = load_cityscapes_instances(
+            os.path.join(root, "cityscapes", "leftImg8bit", split), gt_dir,
+            from_json=False, to_polygons=False)
+        ours = {d["file_name"]: d for d in cs.parse_cityscapes_da(root, f"cityscapes_fine_{split}")}
+        assert sorted(d["file_name"] for d in theirs) == sorted(ours)
+        crowd_seen = 0
+        for d in theirs:
+            converted = []
+            for a in d["annotations"]:
+                if a["iscrowd"]:
+                    crowd_seen += 1
+                    continue
+                x0, y0, x1, y1 = (int(v) for v in a["bbox"])
+                converted.append((a["category_id"], [x0, y0, x1 + 1, y1 + 1]))
+            expected = [b for b in _boxes(ours[d["file_name"]])
+                        if b[1][2] - b[1][0] > 1 and b[1][3] - b[1][1] > 1]
+            assert sorted(converted) == expected, d["file_name"]
+        # The group regions of the fixture (cargroup in train; persongroup and
+        # bicyclegroup in val) are crowd annotations there and absent here.
+        assert crowd_seen == {"train": 1, "val": 2}[split]
+
+
+def test_polygon_rasterisation_matches_cityscapesscripts(tree):
+    """Our polygon fallback draws exactly what cityscapesscripts' json2instanceImg draws,
+    on every file it can draw; it stops on an empty polygon, which ours skips."""
+    from cityscapesscripts.helpers.annotation import Annotation
+    from cityscapesscripts.preparation.json2instanceImg import createInstanceImage
+
+    from mic_det.data.cityscapes_gtfine import rasterize_polygons
+
+    root, _ = tree
+    compared = failed = 0
+    for dirpath, _, files in os.walk(os.path.join(root, "cityscapes", "gtFine")):
+        for f in sorted(files):
+            if not f.endswith("_gtFine_polygons.json"):
+                continue
+            path = os.path.join(dirpath, f)
+            with open(path) as fh:
+                ours = rasterize_polygons(json.load(fh))
+            annotation = Annotation()
+            annotation.fromJsonFile(path)
+            try:
+                theirs = np.asarray(createInstanceImage(annotation, "ids"), dtype=np.int32)
+            except TypeError:  # the fixture's empty polygon
+                failed += 1
+                continue
+            np.testing.assert_array_equal(ours, theirs, err_msg=path)
+            compared += 1
+    assert (compared, failed) == (5, 1)

@@ -2,7 +2,8 @@
 domain-adaptation benchmarks and their label ids (from cityscapesscripts), and the
 parsing of one frame's ``*_gtFine_instanceIds.png`` (or, without it, its polygons json)
 into one box per instance. Shared by Cityscapes and Foggy Cityscapes, which have the
-same annotations."""
+same annotations. Why not detectron2's ``load_cityscapes_instances``: docs/datasets.md
+("Why mic_det reads gtFine itself")."""
 from __future__ import annotations
 
 import json
