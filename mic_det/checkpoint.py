@@ -30,12 +30,12 @@ logger = logging.getLogger(__name__)
 
 # Training-only heads: absent from exported weights, never used at inference, and never
 # needed from a checkpoint (stock detectron2 checkpoints have none).
-TRAINING_ONLY_PREFIXES = ("sada.",)
+TRAINING_ONLY_PREFIXES = ("sada.", "mrt_decoder.")
 # Keys a checkpoint may lack or hold in another shape without being for another network:
-# SADA's discriminators (training only: stock detectron2 checkpoints have none), the box
-# predictor (its shape follows the class count: fine-tuning re-initialises it) and the
-# pixel statistics (taken from the config).
-REINITIALISED_PREFIXES = ("sada.", "roi_heads.box_predictor.", "pixel_mean", "pixel_std")
+# SADA's discriminators and MRT's reconstruction decoder (training only: stock detectron2
+# checkpoints have none), the box predictor (its shape follows the class count:
+# fine-tuning re-initialises it) and the pixel statistics (taken from the config).
+REINITIALISED_PREFIXES = ("sada.", "mrt_decoder.", "roi_heads.box_predictor.", "pixel_mean", "pixel_std")
 # Below this fraction of the other keys found in the checkpoint, it is not for this model.
 # An ImageNet backbone (backbone.bottom_up.* only) covers well over half of a Faster R-CNN.
 MIN_KEYS_FOUND = 0.1

@@ -127,6 +127,40 @@ def add_mic_config(cfg):
     # from the student. 0 = MIC from the first iteration (the reference).
     _C.TEACHER.BURN_IN_ITERS = 0
 
+    # ---- MRT: Masked Retraining Teacher's three ideas, on Faster R-CNN ------------------
+    # Each needs MIC.ENABLED and runs only while MIC does (after TEACHER.BURN_IN_ITERS).
+    # docs/mrt.md says what each does and what it measured.
+    _C.MRT = CN()
+    # Per-class pseudo-label threshold that follows the teacher's scores:
+    #   threshold_c = clip(mean_c + K * std_c, MIC.PSEUDO_LABEL_THRESHOLD, CEILING)
+    # mean_c / std_c: exponential moving averages (MOMENTUM) of the scores of the teacher's
+    # class-c detections at or above MIC.PSEUDO_LABEL_THRESHOLD, over all processes. A
+    # class not seen yet uses MIC.PSEUDO_LABEL_THRESHOLD. Logged as mrt/threshold/<c>.
+    _C.MRT.DYNAMIC_THRESHOLD = CN()
+    _C.MRT.DYNAMIC_THRESHOLD.ENABLED = False
+    _C.MRT.DYNAMIC_THRESHOLD.K = -1.0
+    _C.MRT.DYNAMIC_THRESHOLD.MOMENTUM = 0.99
+    _C.MRT.DYNAMIC_THRESHOLD.CEILING = 0.95
+    # Every PERIOD iterations of adaptation, the student's modules named in MODULES
+    # (state-dict prefixes; "backbone" = ResNet and FPN) get back the weights they had
+    # when adaptation began (end of burn-in, or the loaded weights without burn-in), and
+    # their optimizer state is cleared. Heads and teacher are kept.
+    _C.MRT.SELECTIVE_RETRAINING = CN()
+    _C.MRT.SELECTIVE_RETRAINING.ENABLED = False
+    _C.MRT.SELECTIVE_RETRAINING.PERIOD = 2000
+    _C.MRT.SELECTIVE_RETRAINING.MODULES = ["backbone"]
+    # A two-layer decoder on the student's FPN features of the masked target image
+    # predicts the teacher's features of the unmasked image at the masked positions
+    # (loss_mrt_recon, mean squared error). Training only: not in exported weights.
+    _C.MRT.MASKED_RECONSTRUCTION = CN()
+    _C.MRT.MASKED_RECONSTRUCTION.ENABLED = False
+    _C.MRT.MASKED_RECONSTRUCTION.IN_FEATURES = ["p3", "p4"]
+    _C.MRT.MASKED_RECONSTRUCTION.HIDDEN_DIM = 256
+    # Loss weight when adaptation begins; "linear" decays it to 0 at SOLVER.MAX_ITER,
+    # "none" keeps it.
+    _C.MRT.MASKED_RECONSTRUCTION.LOSS_WEIGHT = 1.0
+    _C.MRT.MASKED_RECONSTRUCTION.DECAY = "linear"
+
     # ---- Mixed precision --------------------------------------------------------------
     # With SOLVER.AMP.ENABLED, student forward and teacher inference run under autocast
     # in this dtype: "bfloat16" (no loss scaling needed; Ampere and newer GPUs, CPUs) or
@@ -196,7 +230,42 @@ def check_config(cfg) -> None:
         raise ValueError(f"MIC.PSEUDO_LABEL_MAX_AREA must be in (0, 1] (a fraction of the image), got {cfg.MIC.PSEUDO_LABEL_MAX_AREA}")
     if cfg.TEACHER.BURN_IN_ITERS < 0:
         raise ValueError(f"TEACHER.BURN_IN_ITERS must be >= 0, got {cfg.TEACHER.BURN_IN_ITERS}")
+    check_mrt_config(cfg)
     check_class_lists(cfg)
+
+
+def check_mrt_config(cfg) -> None:
+    """MRT's options need MIC (they act on its teacher, pseudo-labels and masked view)
+    and values in range."""
+    mrt = cfg.MRT
+    on = [k for k in ("DYNAMIC_THRESHOLD", "SELECTIVE_RETRAINING", "MASKED_RECONSTRUCTION") if mrt[k].ENABLED]
+    if on and not cfg.MIC.ENABLED:
+        raise ValueError(f"MRT.{on[0]}.ENABLED needs MIC.ENABLED: MRT's options work on MIC's teacher and masked images.")
+    dt = mrt.DYNAMIC_THRESHOLD
+    if dt.ENABLED:
+        if not 0.0 <= dt.MOMENTUM < 1.0:
+            raise ValueError(f"MRT.DYNAMIC_THRESHOLD.MOMENTUM must be in [0, 1), got {dt.MOMENTUM}")
+        if not cfg.MIC.PSEUDO_LABEL_THRESHOLD <= dt.CEILING <= 1.0:
+            raise ValueError(
+                f"MRT.DYNAMIC_THRESHOLD.CEILING must be in [MIC.PSEUDO_LABEL_THRESHOLD "
+                f"({cfg.MIC.PSEUDO_LABEL_THRESHOLD}), 1], got {dt.CEILING}"
+            )
+    sr = mrt.SELECTIVE_RETRAINING
+    if sr.ENABLED:
+        if sr.PERIOD < 1:
+            raise ValueError(f"MRT.SELECTIVE_RETRAINING.PERIOD must be >= 1, got {sr.PERIOD}")
+        if not sr.MODULES:
+            raise ValueError("MRT.SELECTIVE_RETRAINING.MODULES is empty: name the modules to reset, e.g. ['backbone'].")
+    mr = mrt.MASKED_RECONSTRUCTION
+    if mr.ENABLED:
+        if mr.DECAY not in ("linear", "none"):
+            raise ValueError(f"MRT.MASKED_RECONSTRUCTION.DECAY must be 'linear' or 'none', got {mr.DECAY!r}")
+        unknown = [f for f in mr.IN_FEATURES if f not in cfg.MODEL.RPN.IN_FEATURES]
+        if not mr.IN_FEATURES or unknown:
+            raise ValueError(
+                f"MRT.MASKED_RECONSTRUCTION.IN_FEATURES={list(mr.IN_FEATURES)}: choose one or more of "
+                f"the FPN levels {list(cfg.MODEL.RPN.IN_FEATURES)}."
+            )
 
 
 def check_class_lists(cfg) -> None:

@@ -19,4 +19,8 @@ def train_and_dump_teacher(config_file, output_dir):
     trainer = DomainAdaptiveTrainer(cfg)
     trainer.resume_or_load(resume=False)
     trainer.train()
-    torch.save(trainer.teacher.state_dict(), os.path.join(output_dir, f"teacher_rank{comm.get_rank()}.pth"))
+    rank = comm.get_rank()
+    torch.save(trainer.teacher.state_dict(), os.path.join(output_dir, f"teacher_rank{rank}.pth"))
+    torch.save(trainer.student.state_dict(), os.path.join(output_dir, f"student_rank{rank}.pth"))
+    if trainer.dynamic_threshold is not None:
+        torch.save(trainer.dynamic_threshold.state_dict(), os.path.join(output_dir, f"threshold_rank{rank}.pth"))

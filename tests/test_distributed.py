@@ -1,4 +1,5 @@
 """Two processes on CPU (GLOO) through detectron2's launch, as --num-gpus 2 runs them."""
+import pytest
 import torch
 from detectron2.engine import launch
 
@@ -6,9 +7,18 @@ from conftest import tiny_cfg
 from distributed_worker import train_and_dump_teacher
 
 
-def test_ranks_hold_identical_teachers(tool_env, tmp_path, monkeypatch):
+@pytest.mark.parametrize("mrt", [False, True], ids=["mic", "mic+mrt"])
+def test_ranks_hold_identical_teachers(mrt, tool_env, tmp_path, monkeypatch):
+    """With MRT's three options on, the ranks also agree: thresholds from statistics
+    summed over both, resets at the same step from identical copies."""
     monkeypatch.setenv("DETECTRON2_DATASETS", tool_env["DETECTRON2_DATASETS"])
     cfg = tiny_cfg(sada=True, mic=True)
+    if mrt:
+        cfg.TEACHER.BURN_IN_ITERS = 1
+        cfg.MRT.DYNAMIC_THRESHOLD.ENABLED = True
+        cfg.MRT.SELECTIVE_RETRAINING.ENABLED = True
+        cfg.MRT.SELECTIVE_RETRAINING.PERIOD = 1
+        cfg.MRT.MASKED_RECONSTRUCTION.ENABLED = True
     cfg.DATASETS.TRAIN = ("synthetic_clear_train",)
     cfg.DATASETS.TRAIN_TARGET = ("synthetic_foggy_train",)
     cfg.DATASETS.TEST = ()
@@ -28,3 +38,11 @@ def test_ranks_hold_identical_teachers(tool_env, tmp_path, monkeypatch):
     for k in t0:
         assert torch.equal(t0[k], t1[k]), k
     assert (tmp_path / "model_final.pth").exists()
+    if mrt:
+        s0 = torch.load(tmp_path / "student_rank0.pth", weights_only=False)
+        s1 = torch.load(tmp_path / "student_rank1.pth", weights_only=False)
+        for k in s0:
+            assert torch.equal(s0[k], s1[k]), k
+        d0 = torch.load(tmp_path / "threshold_rank0.pth", weights_only=False)
+        d1 = torch.load(tmp_path / "threshold_rank1.pth", weights_only=False)
+        assert d0["seen"].any() and all(torch.equal(d0[k], d1[k]) for k in d0)

@@ -414,10 +414,10 @@ def test_confident_teacher_boxes_reach_the_mic_loss_with_their_confidences(synth
             prediction(tuple(batched_inputs[1]["image"].shape[1:]), [[5, 5, 30, 30]], [0.3], [0]),
         ]
 
-    def spy(model, images, targets, quality_weight, box_regression):
+    def spy(model, images, targets, quality_weight, box_regression, features=None):
         seen["images"], seen["targets"], seen["settings"] = images, targets, (quality_weight, box_regression)
         seen["student"] = model
-        return original(model, images, targets, quality_weight, box_regression)
+        return original(model, images, targets, quality_weight, box_regression, features=features)
 
     original = mic_loss_module.pseudo_label_losses
     monkeypatch.setattr(trainer.teacher, "predict", teacher_predict)

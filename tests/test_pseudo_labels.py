@@ -230,16 +230,28 @@ def test_an_image_with_a_single_pseudo_box_is_used(storage, monkeypatch):
 
     seen = []
     real = mic_loss.pseudo_label_losses
-    monkeypatch.setattr(mic_loss, "pseudo_label_losses", lambda m, im, t, *a: (seen.append((im, t)), real(m, im, t, *a))[1])
+    monkeypatch.setattr(mic_loss, "pseudo_label_losses",
+                        lambda m, im, t, *a, **kw: (seen.append((im, t, kw)), real(m, im, t, *a, **kw))[1])
     model = build_model(tiny_cfg(mic=True))
     model.train()
     images = model.preprocess_image(make_inputs(3, with_instances=False))
     one = _targets(0.9, images.image_sizes[0])[0]
     model.mic(model, images, [one[[]], one, one[[]]])
-    (masked, targets), = seen
-    assert len(targets) == 1 and masked.tensor.shape[0] == 1
+    (masked, targets, kw), = seen
+    assert len(targets) == 1 and masked.tensor.shape[0] == 1 and kw["features"] is None
     kept = masked.tensor != 0
     assert torch.equal(masked.tensor[kept], images.tensor[1:2][kept]), "the masked image is the second one"
+
+    # the same when the caller (MRT's reconstruction) already masked all images and ran
+    # the backbone: the second image's view and features are picked out
+    seen.clear()
+    view = model.mic.masked_view(model, images)
+    features = {"p2": torch.arange(3.0).view(3, 1, 1, 1).expand(3, 4, 2, 2)}
+    monkeypatch.setattr(mic_loss, "pseudo_label_losses", lambda m, im, t, *a, **kw: seen.append((im, t, kw)) or {})
+    model.mic.losses_on_view(model, view, features, [one[[]], one, one[[]]])
+    (picked, targets, kw), = seen
+    assert len(targets) == 1 and torch.equal(picked.tensor, view.tensor[1:2])
+    assert kw["features"]["p2"].shape[0] == 1 and (kw["features"]["p2"] == 1).all()
 
 
 def test_area_ceiling_drops_boxes_larger_than_the_fraction_before_nms():

@@ -52,6 +52,35 @@ def test_resume_is_bit_exact(tool_env, tiny_mic_config, tmp_path):
     assert any(not torch.equal(mid["model"][k], a["model"][k]) for k in a["model"])
 
 
+MRT_ALL = ["TEACHER.BURN_IN_ITERS", "1", "MRT.DYNAMIC_THRESHOLD.ENABLED", "True",
+           "MRT.SELECTIVE_RETRAINING.ENABLED", "True", "MRT.SELECTIVE_RETRAINING.PERIOD", "2",
+           "MRT.MASKED_RECONSTRUCTION.ENABLED", "True"]
+
+
+def test_resume_with_mrt_options_is_bit_exact(tool_env, tiny_mic_config, tmp_path):
+    """The same with MRT's three options on: the dynamic thresholds, the weights selective
+    retraining returns to (reset after iterations 2 and 4) and the decoder all resume."""
+    opts = ITERS + MRT_ALL
+    full = tmp_path / "full"
+    p = run_train_net(["--config", tiny_mic_config, *opts, "OUTPUT_DIR", str(full)], tool_env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copy(full / "model_0000002.pth", resumed / "model_0000002.pth")
+    (resumed / "last_checkpoint").write_text("model_0000002.pth")
+    p = run_train_net(["--config", tiny_mic_config, "--resume", *opts, "OUTPUT_DIR", str(resumed)], tool_env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    a, b = load(full / "model_final.pth"), load(resumed / "model_final.pth")
+    assert_same_weights(a, b)
+    assert any(k.startswith("mrt_decoder.") for k in a["model"])
+    for k in a["dynamic_threshold"]:
+        assert torch.equal(a["dynamic_threshold"][k], b["dynamic_threshold"][k]), k
+    assert a["dynamic_threshold"]["seen"].any()
+    sa = a["trainer"]["hooks"]["SelectiveRetrainingHook"]["initial"]
+    sb = b["trainer"]["hooks"]["SelectiveRetrainingHook"]["initial"]
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
 def _start(config, out, env, extra=()):
     out.mkdir(parents=True, exist_ok=True)
     log = open(out / "stdout.txt", "w")  # a pipe nobody reads would block the child

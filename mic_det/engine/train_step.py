@@ -14,6 +14,7 @@ from detectron2.engine import SimpleTrainer
 from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 
+from ..modeling.dynamic_threshold import DynamicThreshold
 from ..modeling.pseudo_labels import PseudoLabeler, pseudo_label_stats
 from ..modeling.teacher import EMATeacher
 
@@ -48,6 +49,9 @@ class DomainAdaptiveStep(SimpleTrainer):
         mic_active: ``mic_active(iteration)`` says whether MIC runs at that iteration
             (it does not during burn-in).
         pseudo_labeler: the teacher's detections -> pseudo-labels (MIC.PSEUDO_LABEL_*).
+        dynamic_threshold: MRT's per-class threshold, replacing the fixed one, or None.
+        teacher_features: pass the teacher's features of the targets to the model (MRT's
+            masked feature reconstruction).
     """
 
     def __init__(
@@ -61,12 +65,16 @@ class DomainAdaptiveStep(SimpleTrainer):
         pseudo_labeler: PseudoLabeler,
         amp_dtype: Optional[torch.dtype],
         seed: int,
+        dynamic_threshold: Optional[DynamicThreshold] = None,
+        teacher_features: bool = False,
     ):
         super().__init__(model, data_loader, optimizer)
         self.seed = seed
         self.teacher = teacher
         self.mic_active = mic_active
         self.pseudo_labeler = pseudo_labeler
+        self.dynamic_threshold = dynamic_threshold
+        self.teacher_features = teacher_features
         self.amp_dtype = amp_dtype
         self.device_type = next(model.parameters()).device.type
         # float16 needs loss scaling against underflow; bfloat16 has float32's range
@@ -84,13 +92,14 @@ class DomainAdaptiveStep(SimpleTrainer):
         source, target = data if isinstance(data, tuple) else (data, None)
         data_time = time.perf_counter() - start
 
-        pseudo_labels = None
+        pseudo_labels = teacher_features = None
         with self._autocast():
             if self.teacher is not None and target is not None and self.mic_active(self.iter):
-                pseudo_labels = self.pseudo_labeler(self.teacher.predict(target))
-                get_event_storage().put_scalars(**pseudo_label_stats(pseudo_labels, self.teacher.num_classes))
+                pseudo_labels, teacher_features = self.label_targets(target)
             if target is None:
                 loss_dict = self.model(source)
+            elif teacher_features is not None:
+                loss_dict = self.model(source, target, pseudo_labels, teacher_features=teacher_features)
             else:
                 loss_dict = self.model(source, target, pseudo_labels)
         losses = sum(loss_dict.values())
@@ -108,6 +117,24 @@ class DomainAdaptiveStep(SimpleTrainer):
             self.grad_scaler.update()
         else:
             self.optimizer.step()
+
+    def label_targets(self, target):
+        """The teacher's pseudo-labels of the target images (and, for MRT's
+        reconstruction, its features of them), with their statistics logged."""
+        storage = get_event_storage()
+        teacher_features = None
+        if self.teacher_features:
+            predictions, teacher_features = self.teacher.predict_with_features(target)
+        else:
+            predictions = self.teacher.predict(target)
+        threshold = None
+        if self.dynamic_threshold is not None:
+            self.dynamic_threshold.update(predictions)
+            threshold = self.dynamic_threshold.thresholds
+            storage.put_scalars(**self.dynamic_threshold.log_values(), smoothing_hint=False)
+        pseudo_labels = self.pseudo_labeler(predictions, threshold)
+        storage.put_scalars(**pseudo_label_stats(pseudo_labels, self.teacher.num_classes))
+        return pseudo_labels, teacher_features
 
     def state_dict(self):
         ret = super().state_dict()

@@ -19,10 +19,12 @@ from ..config import check_config
 from ..data.loaders import build_source_loader, build_target_loader, build_test_loader
 from ..data.stream import PairedDataLoader
 from ..evaluation import DomainAdaptationCOCOEvaluator, format_ap50_table, write_results_json
+from ..modeling.dynamic_threshold import DynamicThreshold
 from ..modeling.pseudo_labels import PseudoLabeler
 from ..modeling.teacher import EMATeacher
 from .hooks import PreemptionHook, TeacherHook
 from .pseudo_label_monitor import ConfirmationBiasMonitor
+from .selective_retraining import SelectiveRetrainingHook
 from .train_step import DomainAdaptiveStep
 
 logger = logging.getLogger("mic_det")
@@ -55,6 +57,9 @@ class DomainAdaptiveTrainer(DefaultTrainer):
                 self.teacher, lambda: self.student, cfg.TEACHER.EMA_ALPHA, cfg.TEACHER.UPDATE_PERIOD,
                 cfg.TEACHER.BURN_IN_ITERS, self._evaluate_burn_in,
             )
+        self.dynamic_threshold = None
+        if cfg.MIC.ENABLED and cfg.MRT.DYNAMIC_THRESHOLD.ENABLED:
+            self.dynamic_threshold = DynamicThreshold.from_config(cfg).to(unwrap(model).device)
         amp_dtype = None
         if cfg.SOLVER.AMP.ENABLED:
             amp_dtype = getattr(torch, cfg.SOLVER.AMP.PRECISION)
@@ -67,9 +72,19 @@ class DomainAdaptiveTrainer(DefaultTrainer):
             pseudo_labeler=PseudoLabeler.from_config(cfg),
             amp_dtype=amp_dtype,
             seed=self.seed,
+            dynamic_threshold=self.dynamic_threshold,
+            teacher_features=cfg.MIC.ENABLED and cfg.MRT.MASKED_RECONSTRUCTION.ENABLED,
         )
+        self.selective_retraining = None
+        if cfg.MIC.ENABLED and cfg.MRT.SELECTIVE_RETRAINING.ENABLED:
+            sr = cfg.MRT.SELECTIVE_RETRAINING
+            self.selective_retraining = SelectiveRetrainingHook(
+                lambda: self.student, sr.MODULES, sr.PERIOD, cfg.TEACHER.BURN_IN_ITERS
+            )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         extra = {"teacher": self.teacher} if self.teacher is not None else {}
+        if self.dynamic_threshold is not None:
+            extra["dynamic_threshold"] = self.dynamic_threshold
         self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self), **extra)
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
@@ -156,6 +171,10 @@ class DomainAdaptiveTrainer(DefaultTrainer):
         if self.teacher_hook is not None:
             ret.append(self.teacher_hook)
             ret.append(ConfirmationBiasMonitor())
+        if self.selective_retraining is not None:
+            # before the checkpointers: a checkpoint of step i holds the weights it remembered
+            # or reset after step i
+            ret.append(self.selective_retraining)
         if comm.is_main_process():
             ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
 

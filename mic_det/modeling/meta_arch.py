@@ -9,6 +9,7 @@ from detectron2.modeling.roi_heads import StandardROIHeads
 from detectron2.structures import Instances
 from detectron2.utils.events import get_event_storage
 
+from .feature_reconstruction import MaskedFeatureReconstruction
 from .mic_loss import MaskedImageConsistency
 from .rpn_outputs import rpn_outputs
 from .sada import SADAHeads
@@ -24,16 +25,26 @@ class DomainAdaptiveRCNN(GeneralizedRCNN):
     - ``model(source_inputs, target_inputs, pseudo_labels)`` in training: source
       detection losses, SADA losses on both domains (if enabled), and the MIC loss on
       the masked target images against ``pseudo_labels`` (if given).
+    - ``model(..., teacher_features=...)``: also MRT's masked feature reconstruction
+      (``mrt_decoder``, if enabled) against the teacher's features of the targets.
 
     Target inputs are only ever read for their ``"image"``: any annotation they carry is
     ignored.
     """
 
     @configurable
-    def __init__(self, *, sada: Optional[SADAHeads] = None, mic: Optional[MaskedImageConsistency] = None, **kwargs):
+    def __init__(
+        self,
+        *,
+        sada: Optional[SADAHeads] = None,
+        mic: Optional[MaskedImageConsistency] = None,
+        mrt_decoder: Optional[MaskedFeatureReconstruction] = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.sada = sada
         self.mic = mic
+        self.mrt_decoder = mrt_decoder
 
     @classmethod
     def from_config(cls, cfg):
@@ -54,6 +65,14 @@ class DomainAdaptiveRCNN(GeneralizedRCNN):
             )
         if cfg.MIC.ENABLED:
             ret["mic"] = MaskedImageConsistency(cfg)
+        if cfg.MIC.ENABLED and cfg.MRT.MASKED_RECONSTRUCTION.ENABLED:
+            channels = {ret["backbone"].output_shape()[f].channels for f in cfg.MRT.MASKED_RECONSTRUCTION.IN_FEATURES}
+            if len(channels) != 1:
+                raise ValueError(
+                    f"MRT.MASKED_RECONSTRUCTION.IN_FEATURES={list(cfg.MRT.MASKED_RECONSTRUCTION.IN_FEATURES)} "
+                    f"have different channel counts {sorted(channels)}: the decoder is shared by the levels."
+                )
+            ret["mrt_decoder"] = MaskedFeatureReconstruction(cfg, channels.pop())
         return ret
 
     def preprocess_image(self, batched_inputs: List[dict]):
@@ -84,6 +103,7 @@ class DomainAdaptiveRCNN(GeneralizedRCNN):
         batched_inputs: List[dict],
         target_inputs: Optional[List[dict]] = None,
         pseudo_labels: Optional[List[Instances]] = None,
+        teacher_features: Optional[Dict[str, torch.Tensor]] = None,
     ):
         if not self.training or (target_inputs is None and pseudo_labels is None):
             return super().forward(batched_inputs)
@@ -117,5 +137,22 @@ class DomainAdaptiveRCNN(GeneralizedRCNN):
             )
         if pseudo_labels is not None:
             pseudo_labels = [p.to(self.device) for p in pseudo_labels]
-            losses.update(self.mic(self, target_images, pseudo_labels))
+            if self.mrt_decoder is not None and teacher_features is not None:
+                losses.update(self.masked_target_losses(target_images, pseudo_labels, teacher_features))
+            else:
+                losses.update(self.mic(self, target_images, pseudo_labels))
+        if self.mrt_decoder is not None and "loss_mrt_recon" not in losses:
+            losses.update(self.mrt_decoder.zero_loss())
+        return losses
+
+    def masked_target_losses(self, target_images, pseudo_labels, teacher_features):
+        """MIC's losses and MRT's reconstruction from one backbone pass over the masked
+        view of every target image (MIC alone skips the images without a pseudo-box;
+        the reconstruction needs them all)."""
+        view, keep = self.mic.masked_view(self, target_images, return_mask=True)
+        features = self.backbone(view.tensor)
+        losses = self.mic.losses_on_view(self, view, features, pseudo_labels)
+        storage = get_event_storage()
+        losses.update(self.mrt_decoder(features, teacher_features, keep, view.image_sizes, storage.iter))
+        storage.put_scalar("mrt/recon_weight", self.mrt_decoder.weight(storage.iter), smoothing_hint=False)
         return losses

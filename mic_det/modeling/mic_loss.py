@@ -2,7 +2,7 @@
 pseudo-labels. Classification terms only by default (RPN objectness and ROI class),
 each sample weighted by a quality estimate.
 """
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 from detectron2.config import configurable
@@ -59,33 +59,59 @@ class MaskedImageConsistency:
             "mask_source": m.MASK_SOURCE,
         }
 
-    def masked_view(self, model, images: ImageList) -> ImageList:
+    def masked_view(self, model, images: ImageList, return_mask: bool = False):
         """The masked view of ``images``: colour-jittered and blurred first, if configured,
-        then masked, so that a masked block is exactly the pixel mean."""
+        then masked, so that a masked block is exactly the pixel mean. With
+        ``return_mask``, also the (N, 1, H, W) mask (1 kept, 0 masked)."""
         tensor = images.tensor
         if self.photometric.enabled:
             tensor = self.photometric(tensor, images.image_sizes, model.pixel_mean, model.pixel_std)
-        return ImageList(self.masker(tensor), images.image_sizes)
+        n, _, h, w = tensor.shape
+        keep = self.masker.sample_masks(n, h, w, tensor.device, tensor.dtype)
+        view = ImageList(tensor * keep, images.image_sizes)
+        return (view, keep) if return_mask else view
 
     def __call__(self, model, images: ImageList, pseudo_labels: List[Instances]) -> Dict[str, torch.Tensor]:
         """Losses of ``model`` on masked ``images`` (normalised, as the teacher saw them)
         against ``pseudo_labels``. Images without a pseudo-box are left out; if none has
         one, the losses are zero and no forward pass is run."""
         used = [i for i, p in enumerate(pseudo_labels) if len(p) > 0]
-        names = ["loss_mic_rpn_cls", "loss_mic_cls"] + (
-            ["loss_mic_rpn_loc", "loss_mic_box_reg"] if self.box_regression else []
-        )
         if not used:
-            zero = images.tensor.new_zeros(())
-            return {k: zero for k in names}
+            return self._zero_losses(images.tensor)
         if len(used) < len(pseudo_labels):
             index = torch.as_tensor(used, device=images.tensor.device)
             images = ImageList(images.tensor[index], [images.image_sizes[i] for i in used])
             pseudo_labels = [pseudo_labels[i] for i in used]
+        return self._losses(model, self.masked_view(model, images), None, pseudo_labels)
+
+    def losses_on_view(
+        self, model, view: ImageList, features: Dict[str, torch.Tensor], pseudo_labels: List[Instances]
+    ) -> Dict[str, torch.Tensor]:
+        """The same losses when the caller has already masked every target image and run
+        the backbone on them (MRT's reconstruction shares that pass): the images without
+        a pseudo-box are picked out of ``view`` and ``features``."""
+        used = [i for i, p in enumerate(pseudo_labels) if len(p) > 0]
+        if not used:
+            return self._zero_losses(view.tensor)
+        if len(used) < len(pseudo_labels):
+            index = torch.as_tensor(used, device=view.tensor.device)
+            view = ImageList(view.tensor[index], [view.image_sizes[i] for i in used])
+            features = {k: v[index] for k, v in features.items()}
+            pseudo_labels = [pseudo_labels[i] for i in used]
+        return self._losses(model, view, features, pseudo_labels)
+
+    def _zero_losses(self, like: torch.Tensor) -> Dict[str, torch.Tensor]:
+        names = ["loss_mic_rpn_cls", "loss_mic_cls"] + (
+            ["loss_mic_rpn_loc", "loss_mic_box_reg"] if self.box_regression else []
+        )
+        zero = like.new_zeros(())
+        return {k: zero for k in names}
+
+    def _losses(self, model, view, features, pseudo_labels) -> Dict[str, torch.Tensor]:
         # the ROI sampler logs its foreground count: under "mic/", not over the source's
         with get_event_storage().name_scope("mic"):
             losses = pseudo_label_losses(
-                model, self.masked_view(model, images), pseudo_labels, self.quality_weight, self.box_regression
+                model, view, pseudo_labels, self.quality_weight, self.box_regression, features=features
             )
         return {k: v * self.loss_weight for k, v in losses.items()}
 
@@ -109,7 +135,12 @@ def label_anchors(rpn, anchors: Boxes, targets: List[Instances]):
 
 
 def pseudo_label_losses(
-    model, images: ImageList, targets: List[Instances], quality_weight: str, box_regression: bool
+    model,
+    images: ImageList,
+    targets: List[Instances],
+    quality_weight: str,
+    box_regression: bool,
+    features: Optional[Dict[str, torch.Tensor]] = None,
 ) -> Dict[str, torch.Tensor]:
     """Detection losses of ``model`` on ``images`` against pseudo-labels ``targets``
     (``gt_boxes``, ``gt_classes``, ``gt_scores``), with per-sample quality weights.
@@ -117,10 +148,11 @@ def pseudo_label_losses(
     Normalisation is as in detectron2's stock losses (RPN: sampled anchors per image x
     images; ROI: number of sampled proposals), so a weight of 1 everywhere reproduces
     ``loss_rpn_cls`` and ``loss_cls`` exactly, and a box's contribution is linear in
-    its weight.
+    its weight. ``features``: the backbone's features of ``images``, if already computed.
     """
     rpn, roi_heads = model.proposal_generator, model.roi_heads
-    features = model.backbone(images.tensor)
+    if features is None:
+        features = model.backbone(images.tensor)
     out = rpn_outputs(rpn, images, features)
     losses = {}
 

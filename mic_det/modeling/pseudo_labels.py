@@ -1,7 +1,7 @@
 """Turn teacher detections into pseudo-labels: confident boxes only, optionally not too
 large, then NMS."""
 from dataclasses import dataclass
-from typing import Dict, List
+from typing import Dict, List, Optional, Union
 
 import torch
 from detectron2.layers import batched_nms
@@ -9,10 +9,14 @@ from detectron2.structures import Instances
 
 
 def select_pseudo_labels(
-    predictions: List[Instances], score_threshold: float, nms_thresh: float, max_area: float
+    predictions: List[Instances],
+    score_threshold: Union[float, torch.Tensor],
+    nms_thresh: float,
+    max_area: float,
 ) -> List[Instances]:
-    """Keep boxes with score >= ``score_threshold`` and an area of at most ``max_area`` of
-    their image (1.0: any size), then per-class NMS at ``nms_thresh``.
+    """Keep boxes with score >= ``score_threshold`` (one value, or a tensor of one per
+    class) and an area of at most ``max_area`` of their image (1.0: any size), then
+    per-class NMS at ``nms_thresh``.
 
     Returns one ``Instances`` per image with ``gt_boxes``, ``gt_classes`` and
     ``gt_scores`` (the teacher's confidence, used to weight the MIC loss). Images may
@@ -20,7 +24,10 @@ def select_pseudo_labels(
     """
     labels = []
     for pred in predictions:
-        pred = pred[pred.scores >= score_threshold]
+        if isinstance(score_threshold, torch.Tensor):
+            pred = pred[pred.scores >= score_threshold.to(pred.scores.device)[pred.pred_classes]]
+        else:
+            pred = pred[pred.scores >= score_threshold]
         if max_area < 1.0:
             height, width = pred.image_size
             pred = pred[pred.pred_boxes.area() <= max_area * height * width]
@@ -48,8 +55,13 @@ class PseudoLabeler:
     def from_config(cls, cfg) -> "PseudoLabeler":
         return cls(cfg.MIC.PSEUDO_LABEL_THRESHOLD, cfg.MIC.PSEUDO_LABEL_NMS_THRESH, cfg.MIC.PSEUDO_LABEL_MAX_AREA)
 
-    def __call__(self, predictions: List[Instances]) -> List[Instances]:
-        return select_pseudo_labels(predictions, self.score_threshold, self.nms_thresh, self.max_area)
+    def __call__(
+        self, predictions: List[Instances], score_threshold: Optional[torch.Tensor] = None
+    ) -> List[Instances]:
+        """``score_threshold``: per-class thresholds replacing the fixed one (MRT's dynamic
+        threshold)."""
+        threshold = self.score_threshold if score_threshold is None else score_threshold
+        return select_pseudo_labels(predictions, threshold, self.nms_thresh, self.max_area)
 
 
 def pseudo_label_stats(labels: List[Instances], num_classes: int) -> Dict[str, float]:

@@ -1,7 +1,7 @@
 """The EMA teacher: a frozen copy of the student whose weights follow the student's as
 an exponential moving average, used to predict pseudo-labels on target images."""
 import copy
-from typing import List
+from typing import Dict, List, Tuple
 
 import torch
 from torch import nn
@@ -82,3 +82,15 @@ class EMATeacher(nn.Module):
         """Detections in the coordinates of the network input (resized, unpadded),
         i.e. the frame in which the student sees the same images."""
         return self.model.inference(batched_inputs, do_postprocess=False)
+
+    @torch.no_grad()
+    def predict_with_features(self, batched_inputs: List[dict]) -> Tuple[List[Instances], Dict[str, torch.Tensor]]:
+        """:meth:`predict`, plus the backbone's features of the (unmasked) images, which
+        MRT's masked feature reconstruction takes as its target. The steps of
+        ``GeneralizedRCNN.inference``, keeping the features."""
+        m = self.model
+        images = m.preprocess_image(batched_inputs)
+        features = m.backbone(images.tensor)
+        proposals, _ = m.proposal_generator(images, features, None)
+        results, _ = m.roi_heads(images, features, proposals, None)
+        return results, features

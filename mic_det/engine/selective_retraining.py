@@ -1,0 +1,100 @@
+"""Selective retraining (MRT): every so often, give chosen parts of the student back the
+weights they had when adaptation began, so that it can leave a region it was pulled into
+by noisy pseudo-labels, while the heads and the teacher keep what they learnt.
+
+Weights "when adaptation began": the loaded weights when there is no burn-in, else the
+student after the last burn-in step (the same moment the teacher is re-initialised). The
+reset also drops those parameters' optimizer state (momentum), which would otherwise
+push them straight back. The saved weights travel in every checkpoint (through the
+trainer's hook state), so a resumed run resets to the same weights; every process
+resets at the same iteration from identical copies.
+"""
+import logging
+from typing import Callable, Dict, Sequence
+
+import torch
+from detectron2.engine import HookBase
+from detectron2.utils.events import get_event_storage
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+
+def select_state(model: nn.Module, modules: Sequence[str]) -> Dict[str, torch.Tensor]:
+    """The entries of ``model``'s state dict (parameters and buffers, as the live
+    tensors) under the named modules; an unknown name is an error listing the modules."""
+    state = model.state_dict(keep_vars=True)
+    selected = {}
+    for module in modules:
+        prefix = module.rstrip(".") + "."
+        found = {k: v for k, v in state.items() if k.startswith(prefix)}
+        if not found:
+            top = sorted({k.split(".")[0] for k in state})
+            raise ValueError(
+                f"MRT.SELECTIVE_RETRAINING.MODULES: {module!r} names no module of the model; "
+                f"top-level modules: {top} (deeper names work too, e.g. 'backbone.bottom_up')."
+            )
+        selected.update(found)
+    return selected
+
+
+class SelectiveRetrainingHook(HookBase):
+    """Resets ``modules`` of the student every ``period`` iterations counted from
+    ``start_iter`` (the first iteration of adaptation), after that step; not after the
+    last step of training, which would leave the student with nothing it learnt."""
+
+    def __init__(self, student_fn: Callable[[], nn.Module], modules: Sequence[str], period: int, start_iter: int):
+        if period < 1:
+            raise ValueError(f"MRT.SELECTIVE_RETRAINING.PERIOD must be >= 1, got {period}")
+        self.student_fn = student_fn
+        self.modules = list(modules)
+        self.period = period
+        self.start_iter = start_iter
+        self.initial: Dict[str, torch.Tensor] = {}  # name -> CPU copy
+        select_state(student_fn(), self.modules)  # fail at build time on a bad name
+
+    def remember(self):
+        self.initial = {k: v.detach().cpu().clone() for k, v in select_state(self.student_fn(), self.modules).items()}
+
+    def before_train(self):
+        if self.initial:
+            return  # restored from a checkpoint
+        if self.trainer.start_iter > self.start_iter:
+            logger.warning(
+                "Selective retraining: the checkpoint holds no starting weights (it was written "
+                "without MRT.SELECTIVE_RETRAINING); resets will return to the weights of iteration %d.",
+                self.trainer.start_iter,
+            )
+        if self.trainer.start_iter >= self.start_iter:
+            self.remember()
+
+    def after_step(self):
+        it = self.trainer.iter
+        if it + 1 == self.start_iter:
+            self.remember()
+        elif (
+            it >= self.start_iter
+            and (it + 1 - self.start_iter) % self.period == 0
+            and it + 1 < self.trainer.max_iter  # a reset after the last step would only undo it
+        ):
+            self.reset()
+
+    @torch.no_grad()
+    def reset(self):
+        live = select_state(self.student_fn(), self.modules)
+        optimizer = self.trainer.optimizer
+        for name, value in self.initial.items():
+            live[name].copy_(value)
+            optimizer.state.pop(live[name], None)
+        logger.info(
+            "Selective retraining after iteration %d: %d tensors of %s reset to their weights "
+            "at the start of adaptation; their optimizer state cleared.",
+            self.trainer.iter, len(self.initial), self.modules,
+        )
+        get_event_storage().put_scalar("mrt/selective_retraining", 1.0, smoothing_hint=False)
+
+    def state_dict(self):
+        return {"initial": self.initial}
+
+    def load_state_dict(self, state_dict):
+        self.initial = {k: v.clone() for k, v in state_dict["initial"].items()}
