@@ -364,3 +364,31 @@ def test_mixed_precision_config_differs_from_mic_only_in_amp(tmp_path):
     with pytest.raises(SystemExit, match="nothing to run"):
         accuracy.run_benchmark(parse(["--shifts", "cctv_fog", "--methods", "mic_amp", "--dry-run",
                                       "--output-dir", str(tmp_path)]), log=lines.append)
+
+
+def test_mrt_methods_differ_from_mic_only_in_their_options_and_leave_other_digests_alone():
+    """Each MRT method is synthetic_mic.yaml (or its dusk twin) plus its own MRT keys;
+    MRT's section, while all its options are off, does not enter a run's digest (so the
+    runs made before MRT existed stay current), and --iters scales the reset period."""
+    options = {"dt": ["DYNAMIC_THRESHOLD"], "sr": ["SELECTIVE_RETRAINING"], "mr": ["MASKED_RECONSTRUCTION"],
+               "mrt": ["DYNAMIC_THRESHOLD", "SELECTIVE_RETRAINING", "MASKED_RECONSTRUCTION"]}
+    for shift in ("synthetic", "synthetic_dusk"):
+        for suffix, keys in options.items():
+            mic = plan.read_config(f"configs/bench/{shift}_mic.yaml")
+            cfg = plan.read_config(f"configs/bench/{shift}_mic_{suffix}.yaml")
+            assert [k for k in cfg.MRT if cfg.MRT[k].ENABLED] == keys
+            for k in keys:
+                mic.MRT[k] = cfg.MRT[k].clone()
+            mic.OUTPUT_DIR = cfg.OUTPUT_DIR
+            assert mic.dump() == cfg.dump(), (shift, suffix)
+            assert f"mic_{suffix}" in shifts.SHIFTS[shift].methods
+    mic = plan.read_config("configs/bench/synthetic_mic.yaml")
+    before = plan.config_digest(mic)
+    mic.MRT.SELECTIVE_RETRAINING.PERIOD = 7  # an option that is off cannot act
+    assert plan.config_digest(mic) == before
+    mic.MRT.SELECTIVE_RETRAINING.ENABLED = True
+    assert plan.config_digest(mic) != before
+    sr = plan.read_config("configs/bench/synthetic_mic_sr.yaml")
+    opts = plan.schedule_overrides(sr, 80)
+    assert opts[opts.index("MRT.SELECTIVE_RETRAINING.PERIOD") + 1] == "10"  # 100 of 800 -> 10 of 80
+    assert "MRT.SELECTIVE_RETRAINING.PERIOD" not in plan.schedule_overrides(plan.read_config("configs/bench/synthetic_mic.yaml"), 80)

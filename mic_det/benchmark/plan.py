@@ -68,8 +68,9 @@ def scale_iters(value: int, iters: int, max_iter: int) -> int:
 def schedule_overrides(cfg, iters: Optional[int]) -> List[str]:
     """``--iters N``: SOLVER.MAX_ITER N, and every iteration count of the schedule scaled
     by N / MAX_ITER of the config, rounded: SOLVER.STEPS (those not in (0, N) dropped),
-    SOLVER.WARMUP_ITERS and TEACHER.BURN_IN_ITERS (MIC keeps the same burn-in fraction,
-    at least 1 iteration and at most N - 1). None: the config's schedule unchanged."""
+    SOLVER.WARMUP_ITERS, TEACHER.BURN_IN_ITERS (MIC keeps the same burn-in fraction,
+    at least 1 iteration and at most N - 1) and MRT.SELECTIVE_RETRAINING.PERIOD (at least
+    1). None: the config's schedule unchanged."""
     if iters is None:
         return []
     if iters < 1:
@@ -85,6 +86,9 @@ def schedule_overrides(cfg, iters: Optional[int]) -> List[str]:
     if cfg.MIC.ENABLED and cfg.TEACHER.BURN_IN_ITERS > 0:
         burn_in = min(max(scale_iters(cfg.TEACHER.BURN_IN_ITERS, iters, base), 1), max(iters - 1, 0))
         opts += ["TEACHER.BURN_IN_ITERS", str(burn_in)]
+    if cfg.MIC.ENABLED and cfg.MRT.SELECTIVE_RETRAINING.ENABLED:
+        period = max(scale_iters(cfg.MRT.SELECTIVE_RETRAINING.PERIOD, iters, base), 1)
+        opts += ["MRT.SELECTIVE_RETRAINING.PERIOD", str(period)]
     return opts
 
 
@@ -124,8 +128,8 @@ def config_digest(cfg) -> str:
     """sha256 of the merged config (YAML files and their _BASE_s), so that editing a
     benchmark config makes its finished runs stale instead of silently reused. The
     sections of switched-off methods (MODEL.SADA without SADA; MIC and TEACHER without
-    MIC) are left out: they cannot act on the run, so a new or changed SADA or MIC
-    setting does not make source-only and oracle runs stale. Where a custom dataset lies
+    MIC; MRT with all its options off) are left out: they cannot act on the run, so a
+    new or changed SADA, MIC or MRT setting does not make the runs without it stale. Where a custom dataset lies
     (its ROOT) is left out too: the signature records what the CCTV set holds instead."""
     cfg = cfg.clone()
     cfg.defrost()
@@ -136,6 +140,8 @@ def config_digest(cfg) -> str:
         del cfg.MODEL["SADA"]
     if not cfg.MIC.ENABLED:
         del cfg["MIC"], cfg["TEACHER"]
+    if not any(node.ENABLED for node in cfg.MRT.values()):
+        del cfg["MRT"]
     return hashlib.sha256(cfg.dump().encode()).hexdigest()
 
 

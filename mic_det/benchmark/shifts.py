@@ -19,16 +19,24 @@ from .files import load_json, write_json
 METHODS = ("source_only", "sada", "mic", "oracle")  # the default set
 # Opt-in: MIC with mixed precision (SOLVER.AMP.ENABLED, bf16), to check that AMP costs no
 # accuracy beyond the seed spread. Only shifts that have configs/bench/<shift>_mic_amp.yaml.
-ALL_METHODS = ("source_only", "sada", "mic", "mic_amp", "oracle")  # also the table order
-MIC_METHODS = ("mic", "mic_amp")  # reported model: the EMA teacher
-STUDENT_LABELS = {"mic": "MIC student", "mic_amp": "MIC, mixed precision (bf16), student"}
+# Opt-in: MRT's options on top of MIC (docs/mrt.md), each alone and all three together.
+# Only shifts that have configs/bench/<shift>_mic_{dt,sr,mr,mrt}.yaml.
+MRT_METHODS = ("mic_dt", "mic_sr", "mic_mr", "mic_mrt")
+ALL_METHODS = ("source_only", "sada", "mic", "mic_amp", *MRT_METHODS, "oracle")  # also the table order
+MIC_METHODS = ("mic", "mic_amp", *MRT_METHODS)  # reported model: the EMA teacher
 METHOD_LABELS = {
     "source_only": "source only",
     "sada": "SADA",
     "mic": "MIC (SADA + MIC), teacher",
     "mic_amp": "MIC, mixed precision (bf16), teacher",
+    "mic_dt": "MIC + dynamic threshold (MRT), teacher",
+    "mic_sr": "MIC + selective retraining (MRT), teacher",
+    "mic_mr": "MIC + masked feature reconstruction (MRT), teacher",
+    "mic_mrt": "MIC + all three MRT options, teacher",
     "oracle": "oracle (target labels)",
 }
+STUDENT_LABELS = {"mic": "MIC student", **{m: METHOD_LABELS[m].replace(", teacher", ", student")
+                                           for m in MIC_METHODS if m != "mic"}}
 
 # ---- the cctv_fog shift: fog settings -------------------------------------------------
 CCTV_SPLITS = ("train", "valid", "test")
@@ -89,6 +97,7 @@ SHIFTS = {
         "(mic_det.datagen.scenes, \"dusk\"); demo model (Base-Demo-R18-FPN.yaml, 160x320 input)",
         "source: synthetic_clear_train (labelled); target: synthetic_dusk_train (unlabelled; "
         "labelled for the oracle); test: synthetic_dusk_val",
+        methods=(*METHODS[:-1], *MRT_METHODS, "oracle"),
     ),
     "cctv_fog": Shift(
         "cctv_fog",
