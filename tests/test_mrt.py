@@ -85,10 +85,19 @@ def _train_steps(net, optimizer, hook, trainer, iterations):
     with EventStorage(trainer.iter) as storage:
         for it in iterations:
             trainer.iter = storage.iter = it
+            hook.before_step()
             optimizer.zero_grad()
             net.head(net.backbone(torch.ones(4, 3))).pow(2).sum().backward()
             optimizer.step()
             hook.after_step()
+
+
+def _before_step(hook, trainer, it):
+    from detectron2.utils.events import EventStorage
+
+    with EventStorage(it):
+        trainer.iter = it
+        hook.before_step()
 
 
 @pytest.mark.parametrize("burn_in", [0, 2])
@@ -104,9 +113,9 @@ def test_selective_retraining_resets_exactly_the_chosen_weights_and_their_optimi
     start = {k: v.clone() for k, v in net.state_dict().items()}  # weights when adaptation begins
     assert hook.initial.keys() == {"backbone.1.weight", "backbone.1.bias"}
 
-    _train_steps(net, optimizer, hook, trainer, range(burn_in, burn_in + 2))
+    _train_steps(net, optimizer, hook, trainer, range(burn_in, burn_in + 3))
     assert not torch.equal(net.backbone[1].weight, start["backbone.1.weight"])  # it trained
-    _train_steps(net, optimizer, hook, trainer, [burn_in + 2])  # the 3rd step of adaptation: reset
+    _before_step(hook, trainer, burn_in + 3)  # after 3 steps of adaptation: reset before the 4th
     now = net.state_dict()
     for k in ("backbone.1.weight", "backbone.1.bias"):
         assert torch.equal(now[k], start[k]), k
@@ -117,6 +126,12 @@ def test_selective_retraining_resets_exactly_the_chosen_weights_and_their_optimi
     # the remembered weights are a copy, not the live tensors
     _train_steps(net, optimizer, hook, trainer, [burn_in + 3])
     assert torch.equal(hook.initial["backbone.1.weight"], start["backbone.1.weight"])
+    assert not torch.equal(net.backbone[1].weight, start["backbone.1.weight"])
+    # next reset three steps later, not before
+    _train_steps(net, optimizer, hook, trainer, [burn_in + 4, burn_in + 5])
+    assert not torch.equal(net.backbone[1].weight, start["backbone.1.weight"])
+    _before_step(hook, trainer, burn_in + 6)
+    assert torch.equal(net.backbone[1].weight, start["backbone.1.weight"])
 
 
 def test_selective_retraining_state_travels_and_bad_names_are_errors():
@@ -133,6 +148,12 @@ def test_selective_retraining_state_travels_and_bad_names_are_errors():
         assert torch.equal(other.initial[k], v)
     with pytest.raises(ValueError, match="'neck' names no module.*'backbone', 'head'"):
         SelectiveRetrainingHook(lambda: net, ["neck"], period=2, start_iter=0)
+    # resumed with other MODULES than the run began with: an error, not a silent mix
+    narrower = SelectiveRetrainingHook(lambda: net, ["backbone.0"], period=2, start_iter=0)
+    narrower.load_state_dict(hook.state_dict())
+    narrower.trainer = _Trainer(None)
+    with pytest.raises(ValueError, match=r"MODULES=\['backbone.0'\] names other weights"):
+        narrower.before_train()
 
 
 # ---- masked feature reconstruction ---------------------------------------------------
@@ -240,10 +261,10 @@ def test_all_three_options_train_log_and_checkpoint(synthetic, tmp_path):
     trainer.train()
     assert "mrt/threshold/0" in seen[1] and "mrt/threshold/0" not in seen[0]  # only once MIC runs
     assert seen[1]["mrt/recon_weight"] == pytest.approx(1.0) and seen[4]["mrt/recon_weight"] == pytest.approx(0.25)
-    # a reset after the 2nd step of adaptation (iteration 2), none after the last (4)
-    assert [it for it in seen if "mrt/selective_retraining" in seen[it]] == [2]
+    # adaptation begins at iteration 1: a reset before iteration 3, none at the end
+    assert [it for it in seen if "mrt/selective_retraining" in seen[it]] == [3]
     # the remembered weights are those at the end of burn-in: not the initial ones (the
-    # burn-in step trained them) and not the final ones (steps 3 and 4 trained them)
+    # burn-in step trained them) and not the final ones (steps 3 and 4 trained them again)
     ckpt = torch.load(os.path.join(tmp_path, "model_final.pth"), weights_only=False)
     final = trainer.student.backbone.state_dict()
     initial = ckpt["trainer"]["hooks"]["SelectiveRetrainingHook"]["initial"]
@@ -254,3 +275,40 @@ def test_all_three_options_train_log_and_checkpoint(synthetic, tmp_path):
     with open(os.path.join(tmp_path, "metrics.json")) as f:
         lines = [json.loads(line) for line in f]
     assert any("mrt/threshold/0" in x and "loss_mrt_recon" in x and "mrt/recon_weight" in x for x in lines)
+
+
+def test_selective_retraining_without_burn_in_needs_trained_weights(synthetic, tmp_path):
+    """Without burn-in the resets return to MODEL.WEIGHTS: random (or ImageNet) weights
+    for the backbone would make every reset a restart from scratch, so it is an error."""
+    cfg = da_cfg(tmp_path, mic=True, max_iter=2)
+    cfg.MRT.SELECTIVE_RETRAINING.ENABLED = True
+    trainer = DomainAdaptiveTrainer(cfg)
+    with pytest.raises(ValueError, match="BURN_IN_ITERS 0 resets.*lack .* of those weights.*source-trained"):
+        trainer.resume_or_load(resume=False)
+    # a detector's weights (here: this model's own) are fine
+    weights = tmp_path / "detector.pth"
+    torch.save({"model": trainer.student.state_dict()}, weights)
+    cfg.MODEL.WEIGHTS = str(weights)
+    DomainAdaptiveTrainer(cfg).resume_or_load(resume=False)
+
+
+def test_teacher_checkpoint_without_the_decoder_loads(storage):
+    """A run resumed with reconstruction switched on (or off) loads the teacher it saved:
+    only training-only heads may differ; any other missing key is still an error."""
+    from mic_det.modeling.teacher import EMATeacher
+
+    plain = tiny_cfg(mic=True)
+    recon = tiny_cfg(mic=True)
+    recon.MRT.MASKED_RECONSTRUCTION.ENABLED = True
+    saved = EMATeacher(build_model(plain)).state_dict()
+    teacher = EMATeacher(build_model(recon))
+    decoder_before = {k: v.clone() for k, v in teacher.state_dict().items() if ".mrt_decoder." in k}
+    teacher.load_state_dict(saved)
+    assert teacher.restored
+    assert all(torch.equal(teacher.state_dict()[k], v) for k, v in decoder_before.items())
+    key = "model.roi_heads.box_predictor.cls_score.weight"
+    assert torch.equal(teacher.state_dict()[key], saved[key])
+    EMATeacher(build_model(plain)).load_state_dict(teacher.state_dict())  # and the other way
+    del saved[key]
+    with pytest.raises(RuntimeError, match="does not fit this model.*cls_score"):
+        EMATeacher(build_model(plain)).load_state_dict(saved)

@@ -163,9 +163,11 @@ def test_auto_scale_workers_scales_the_target_batch_and_burn_in():
     cfg.SOLVER.REFERENCE_WORLD_SIZE = 1
     cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.IMS_PER_BATCH_TARGET = 2, 2
     cfg.SOLVER.MAX_ITER, cfg.TEACHER.BURN_IN_ITERS = 1000, 400
+    cfg.MRT.SELECTIVE_RETRAINING.PERIOD = 200
     out = DomainAdaptiveTrainer.auto_scale_workers(cfg, 4)
     assert (out.SOLVER.IMS_PER_BATCH, out.SOLVER.IMS_PER_BATCH_TARGET) == (8, 8)
     assert (out.SOLVER.MAX_ITER, out.TEACHER.BURN_IN_ITERS) == (250, 100)
+    assert out.MRT.SELECTIVE_RETRAINING.PERIOD == 50  # the same number of resets
     assert cfg.SOLVER.IMS_PER_BATCH_TARGET == 2 and cfg.TEACHER.BURN_IN_ITERS == 400  # a new config
     assert DomainAdaptiveTrainer.auto_scale_workers(cfg, 1) is cfg
     cfg.SOLVER.REFERENCE_WORLD_SIZE, cfg.SOLVER.IMS_PER_BATCH_TARGET = 2, 3

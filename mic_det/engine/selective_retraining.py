@@ -2,10 +2,11 @@
 weights they had when adaptation began, so that it can leave a region it was pulled into
 by noisy pseudo-labels, while the heads and the teacher keep what they learnt.
 
-Weights "when adaptation began": the loaded weights when there is no burn-in, else the
-student after the last burn-in step (the same moment the teacher is re-initialised). The
-reset also drops those parameters' optimizer state (momentum), which would otherwise
-push them straight back. The saved weights travel in every checkpoint (through the
+Weights "when adaptation began": the student after the last burn-in step (the moment the
+teacher is re-initialised), or without burn-in the loaded weights, which must then be a
+trained detector (the trainer checks). The reset also drops those parameters' optimizer
+state (momentum), which would otherwise push them straight back. It happens before the
+step, so that evaluations and checkpoints after a step never see a student just reset. The saved weights travel in every checkpoint (through the
 trainer's hook state), so a resumed run resets to the same weights; every process
 resets at the same iteration from identical copies.
 """
@@ -39,9 +40,9 @@ def select_state(model: nn.Module, modules: Sequence[str]) -> Dict[str, torch.Te
 
 
 class SelectiveRetrainingHook(HookBase):
-    """Resets ``modules`` of the student every ``period`` iterations counted from
-    ``start_iter`` (the first iteration of adaptation), after that step; not after the
-    last step of training, which would leave the student with nothing it learnt."""
+    """Resets ``modules`` of the student before iterations ``start_iter + k * period``
+    (k >= 1; ``start_iter`` is the first iteration of adaptation): every ``period``
+    iterations of adaptation, and never after the last step."""
 
     def __init__(self, student_fn: Callable[[], nn.Module], modules: Sequence[str], period: int, start_iter: int):
         if period < 1:
@@ -57,8 +58,15 @@ class SelectiveRetrainingHook(HookBase):
         self.initial = {k: v.detach().cpu().clone() for k, v in select_state(self.student_fn(), self.modules).items()}
 
     def before_train(self):
-        if self.initial:
-            return  # restored from a checkpoint
+        if self.initial:  # restored from a checkpoint
+            expected = set(select_state(self.student_fn(), self.modules))
+            if set(self.initial) != expected:
+                raise ValueError(
+                    f"MRT.SELECTIVE_RETRAINING.MODULES={self.modules} names other weights than the "
+                    f"checkpoint's saved starting weights ({len(self.initial)} tensors, e.g. "
+                    f"{sorted(set(self.initial) ^ expected)[:3]}): resume with the MODULES the run began with."
+                )
+            return
         if self.trainer.start_iter > self.start_iter:
             logger.warning(
                 "Selective retraining: the checkpoint holds no starting weights (it was written "
@@ -68,16 +76,14 @@ class SelectiveRetrainingHook(HookBase):
         if self.trainer.start_iter >= self.start_iter:
             self.remember()
 
-    def after_step(self):
+    def before_step(self):
         it = self.trainer.iter
-        if it + 1 == self.start_iter:
-            self.remember()
-        elif (
-            it >= self.start_iter
-            and (it + 1 - self.start_iter) % self.period == 0
-            and it + 1 < self.trainer.max_iter  # a reset after the last step would only undo it
-        ):
+        if it > self.start_iter and (it - self.start_iter) % self.period == 0:
             self.reset()
+
+    def after_step(self):
+        if self.trainer.iter + 1 == self.start_iter:
+            self.remember()
 
     @torch.no_grad()
     def reset(self):
@@ -87,7 +93,7 @@ class SelectiveRetrainingHook(HookBase):
             live[name].copy_(value)
             optimizer.state.pop(live[name], None)
         logger.info(
-            "Selective retraining after iteration %d: %d tensors of %s reset to their weights "
+            "Selective retraining before iteration %d: %d tensors of %s reset to their weights "
             "at the start of adaptation; their optimizer state cleared.",
             self.trainer.iter, len(self.initial), self.modules,
         )

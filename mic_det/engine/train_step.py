@@ -6,7 +6,7 @@ optimizer step. The EMA update of the teacher happens in a hook after the step.
 """
 import random
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -50,8 +50,8 @@ class DomainAdaptiveStep(SimpleTrainer):
             (it does not during burn-in).
         pseudo_labeler: the teacher's detections -> pseudo-labels (MIC.PSEUDO_LABEL_*).
         dynamic_threshold: MRT's per-class threshold, replacing the fixed one, or None.
-        teacher_features: pass the teacher's features of the targets to the model (MRT's
-            masked feature reconstruction).
+        teacher_features: the levels of the teacher's features of the targets to pass to
+            the model (MRT's masked feature reconstruction); empty: none.
     """
 
     def __init__(
@@ -66,7 +66,7 @@ class DomainAdaptiveStep(SimpleTrainer):
         amp_dtype: Optional[torch.dtype],
         seed: int,
         dynamic_threshold: Optional[DynamicThreshold] = None,
-        teacher_features: bool = False,
+        teacher_features: Sequence[str] = (),
     ):
         super().__init__(model, data_loader, optimizer)
         self.seed = seed
@@ -74,7 +74,7 @@ class DomainAdaptiveStep(SimpleTrainer):
         self.mic_active = mic_active
         self.pseudo_labeler = pseudo_labeler
         self.dynamic_threshold = dynamic_threshold
-        self.teacher_features = teacher_features
+        self.teacher_features = list(teacher_features)
         self.amp_dtype = amp_dtype
         self.device_type = next(model.parameters()).device.type
         # float16 needs loss scaling against underflow; bfloat16 has float32's range
@@ -124,7 +124,8 @@ class DomainAdaptiveStep(SimpleTrainer):
         storage = get_event_storage()
         teacher_features = None
         if self.teacher_features:
-            predictions, teacher_features = self.teacher.predict_with_features(target)
+            predictions, features = self.teacher.predict_with_features(target)
+            teacher_features = {k: features[k] for k in self.teacher_features}  # free the others
         else:
             predictions = self.teacher.predict(target)
         threshold = None

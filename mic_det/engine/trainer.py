@@ -24,7 +24,7 @@ from ..modeling.pseudo_labels import PseudoLabeler
 from ..modeling.teacher import EMATeacher
 from .hooks import PreemptionHook, TeacherHook
 from .pseudo_label_monitor import ConfirmationBiasMonitor
-from .selective_retraining import SelectiveRetrainingHook
+from .selective_retraining import SelectiveRetrainingHook, select_state
 from .train_step import DomainAdaptiveStep
 
 logger = logging.getLogger("mic_det")
@@ -73,7 +73,10 @@ class DomainAdaptiveTrainer(DefaultTrainer):
             amp_dtype=amp_dtype,
             seed=self.seed,
             dynamic_threshold=self.dynamic_threshold,
-            teacher_features=cfg.MIC.ENABLED and cfg.MRT.MASKED_RECONSTRUCTION.ENABLED,
+            teacher_features=(
+                list(cfg.MRT.MASKED_RECONSTRUCTION.IN_FEATURES)
+                if cfg.MIC.ENABLED and cfg.MRT.MASKED_RECONSTRUCTION.ENABLED else []
+            ),
         )
         self.selective_retraining = None
         if cfg.MIC.ENABLED and cfg.MRT.SELECTIVE_RETRAINING.ENABLED:
@@ -95,7 +98,7 @@ class DomainAdaptiveTrainer(DefaultTrainer):
     def auto_scale_workers(cfg, num_workers: int):
         """detectron2's (SOLVER.REFERENCE_WORLD_SIZE: batch and LR scale with the number
         of processes, the schedule shrinks), with the target batch scaled like the source
-        batch and the burn-in shortened like the schedule."""
+        batch, the burn-in and MRT's reset period shortened like the schedule."""
         old_world = cfg.SOLVER.REFERENCE_WORLD_SIZE
         scaled = DefaultTrainer.auto_scale_workers(cfg, num_workers)
         if old_world == 0 or old_world == num_workers:
@@ -109,6 +112,8 @@ class DomainAdaptiveTrainer(DefaultTrainer):
         scaled.defrost()
         scaled.SOLVER.IMS_PER_BATCH_TARGET = target // old_world * num_workers
         scaled.TEACHER.BURN_IN_ITERS = int(round(cfg.TEACHER.BURN_IN_ITERS * old_world / num_workers))
+        period = cfg.MRT.SELECTIVE_RETRAINING.PERIOD
+        scaled.MRT.SELECTIVE_RETRAINING.PERIOD = max(int(round(period * old_world / num_workers)), 1)
         if frozen:
             scaled.freeze()
         return scaled
@@ -229,6 +234,8 @@ class DomainAdaptiveTrainer(DefaultTrainer):
         self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
         self.checkpointer.check_last_load()
         resumed = resume and self.checkpointer.has_checkpoint()
+        if self.selective_retraining is not None and not resumed and self.cfg.TEACHER.BURN_IN_ITERS == 0:
+            self._check_weights_to_reset_to()
         if resumed:
             self.start_iter = self.iter + 1
         # the data streams start where the run stopped: batch number = iteration
@@ -237,6 +244,22 @@ class DomainAdaptiveTrainer(DefaultTrainer):
             if resumed:
                 logger.warning("The checkpoint has no teacher: starting the teacher from the student.")
             self.teacher.copy_from(self.student)
+
+    def _check_weights_to_reset_to(self):
+        """Without burn-in, selective retraining resets to MODEL.WEIGHTS: they must hold
+        every weight it resets (a source-trained detector), not ImageNet weights with a
+        random FPN."""
+        reset = set(select_state(self.student, self.cfg.MRT.SELECTIVE_RETRAINING.MODULES))
+        last = self.checkpointer.last_load
+        missing = sorted(reset & set(last[1].missing_keys)) if last is not None else sorted(reset)
+        if missing:
+            raise ValueError(
+                f"MRT.SELECTIVE_RETRAINING with TEACHER.BURN_IN_ITERS 0 resets "
+                f"{list(self.cfg.MRT.SELECTIVE_RETRAINING.MODULES)} to MODEL.WEIGHTS "
+                f"({self.cfg.MODEL.WEIGHTS!r}), which lack {len(missing)} of those weights (e.g. {missing[:3]}): "
+                "they would go back to random or ImageNet values. Set TEACHER.BURN_IN_ITERS > 0 "
+                "(resets then return to the end of burn-in) or start from a source-trained detector."
+            )
 
     def state_dict(self):
         ret = super().state_dict()

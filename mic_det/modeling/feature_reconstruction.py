@@ -59,7 +59,7 @@ class MaskedFeatureReconstruction(nn.Module):
         }
 
     def weight(self, iteration: int) -> float:
-        """LOSS_WEIGHT when adaptation begins; with "linear", 0 at the last iteration."""
+        """LOSS_WEIGHT when adaptation begins; with "linear", falling to 0 at max_iter."""
         if self.decay == "none":
             return self.loss_weight
         span = max(self.max_iter - self.start_iter, 1)

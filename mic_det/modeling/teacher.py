@@ -67,8 +67,22 @@ class EMATeacher(nn.Module):
         torch._foreach_add_(floats_t, floats_s, alpha=1.0 - alpha)
 
     def load_state_dict(self, state_dict, strict: bool = True):
-        # Lets the trainer tell a teacher restored from a checkpoint from a fresh one.
-        result = super().load_state_dict(state_dict, strict=strict)
+        """Also marks the teacher as restored (the trainer tells a teacher from a checkpoint
+        from a fresh one). Training-only heads (SADA's discriminators, MRT's decoder) may
+        be missing from, or extra in, the checkpoint: a run may switch them on or off
+        between runs; what the checkpoint lacks keeps the student's values."""
+        from ..checkpoint import TRAINING_ONLY_PREFIXES
+
+        optional = tuple("model." + p for p in TRAINING_ONLY_PREFIXES)
+        own = set(self.state_dict())
+        state_dict = {k: v for k, v in state_dict.items() if k in own or not k.startswith(optional)}
+        result = super().load_state_dict(state_dict, strict=False)
+        missing = [k for k in result.missing_keys if not k.startswith(optional)]
+        if strict and (missing or result.unexpected_keys):
+            raise RuntimeError(
+                f"The checkpoint's teacher does not fit this model: missing {missing[:5]}, "
+                f"unexpected {result.unexpected_keys[:5]}."
+            )
         self.restored = True
         return result
 
