@@ -28,6 +28,14 @@ def assert_same_weights(a, b):
             assert torch.equal(a[part][k], b[part][k]), f"{part}.{k} differs"
 
 
+def _resume_from_iteration_2(full, resumed, config, opts, env):
+    """train_net.py --resume in a new folder holding only ``full``'s iteration-2 checkpoint."""
+    resumed.mkdir()
+    shutil.copy(full / "model_0000002.pth", resumed / "model_0000002.pth")
+    (resumed / "last_checkpoint").write_text("model_0000002.pth")
+    return run_train_net(["--config", config, "--resume", *opts, "OUTPUT_DIR", str(resumed)], env)
+
+
 def test_resume_is_bit_exact(tool_env, tiny_mic_config, tmp_path):
     """Stop at iteration 3 of 6 and --resume: same student and teacher as without stop.
     One data worker, so the stream positions of both loaders are exercised too."""
@@ -38,10 +46,7 @@ def test_resume_is_bit_exact(tool_env, tiny_mic_config, tmp_path):
     assert (full / "model_0000002.pth").exists()
 
     resumed = tmp_path / "resumed"
-    resumed.mkdir()
-    shutil.copy(full / "model_0000002.pth", resumed / "model_0000002.pth")
-    (resumed / "last_checkpoint").write_text("model_0000002.pth")
-    p = run_train_net(["--config", tiny_mic_config, "--resume", *opts, "OUTPUT_DIR", str(resumed)], tool_env)
+    p = _resume_from_iteration_2(full, resumed, tiny_mic_config, opts, tool_env)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "Loading trainer from" in p.stdout + p.stderr or "model_0000002.pth" in p.stdout + p.stderr
     a, b = load(full / "model_final.pth"), load(resumed / "model_final.pth")
@@ -59,16 +64,13 @@ MRT_ALL = ["TEACHER.BURN_IN_ITERS", "1", "MRT.DYNAMIC_THRESHOLD.ENABLED", "True"
 
 def test_resume_with_mrt_options_is_bit_exact(tool_env, tiny_mic_config, tmp_path):
     """The same with MRT's three options on: the dynamic thresholds, the weights selective
-    retraining returns to (reset after iterations 2 and 4) and the decoder all resume."""
+    retraining returns to (reset before iterations 3 and 5) and the decoder all resume."""
     opts = ITERS + MRT_ALL
     full = tmp_path / "full"
     p = run_train_net(["--config", tiny_mic_config, *opts, "OUTPUT_DIR", str(full)], tool_env)
     assert p.returncode == 0, p.stderr[-3000:]
     resumed = tmp_path / "resumed"
-    resumed.mkdir()
-    shutil.copy(full / "model_0000002.pth", resumed / "model_0000002.pth")
-    (resumed / "last_checkpoint").write_text("model_0000002.pth")
-    p = run_train_net(["--config", tiny_mic_config, "--resume", *opts, "OUTPUT_DIR", str(resumed)], tool_env)
+    p = _resume_from_iteration_2(full, resumed, tiny_mic_config, opts, tool_env)
     assert p.returncode == 0, p.stderr[-3000:]
     a, b = load(full / "model_final.pth"), load(resumed / "model_final.pth")
     assert_same_weights(a, b)

@@ -98,10 +98,8 @@ class DomainAdaptiveStep(SimpleTrainer):
                 pseudo_labels, teacher_features = self.label_targets(target)
             if target is None:
                 loss_dict = self.model(source)
-            elif teacher_features is not None:
-                loss_dict = self.model(source, target, pseudo_labels, teacher_features=teacher_features)
             else:
-                loss_dict = self.model(source, target, pseudo_labels)
+                loss_dict = self.model(source, target, pseudo_labels, teacher_features=teacher_features)
         losses = sum(loss_dict.values())
         check_losses_finite(loss_dict, losses, self.iter)
 
@@ -132,7 +130,7 @@ class DomainAdaptiveStep(SimpleTrainer):
         if self.dynamic_threshold is not None:
             self.dynamic_threshold.update(predictions)
             threshold = self.dynamic_threshold.thresholds
-            storage.put_scalars(**self.dynamic_threshold.log_values(), smoothing_hint=False)
+            storage.put_scalars(**self.dynamic_threshold.log_values(threshold), smoothing_hint=False)
         pseudo_labels = self.pseudo_labeler(predictions, threshold)
         storage.put_scalars(**pseudo_label_stats(pseudo_labels, self.teacher.num_classes))
         return pseudo_labels, teacher_features

@@ -16,7 +16,7 @@ The statistics are summed over all processes before the update, so every rank ho
 same thresholds; they are buffers, saved in checkpoints, so a resumed run continues with
 the thresholds it had.
 """
-from typing import List
+from typing import List, Optional
 
 import torch
 from detectron2.structures import Instances
@@ -73,5 +73,7 @@ class DynamicThreshold(nn.Module):
         self.mean_sq.copy_(torch.where(present, m * self.mean_sq + (1 - m) * batch_mean_sq, self.mean_sq))
         self.seen |= present
 
-    def log_values(self) -> dict:
-        return {f"mrt/threshold/{c}": v for c, v in enumerate(self.thresholds.tolist())}
+    def log_values(self, thresholds: Optional[torch.Tensor] = None) -> dict:
+        """``mrt/threshold/<c>`` of ``thresholds`` (default: the current ones)."""
+        values = (self.thresholds if thresholds is None else thresholds).tolist()
+        return {f"mrt/threshold/{c}": v for c, v in enumerate(values)}

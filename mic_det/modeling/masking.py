@@ -27,7 +27,9 @@ class BlockMasker:
         keep = (grid > self.ratio).to(dtype)
         return keep.repeat_interleave(b, dim=2).repeat_interleave(b, dim=3)[:, :, :height, :width]
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """Mask a normalised (N, C, H, W) batch; a new mask for every image."""
+    def __call__(self, images: torch.Tensor, return_mask: bool = False):
+        """Mask a normalised (N, C, H, W) batch; a new mask for every image. With
+        ``return_mask``, also the (N, 1, H, W) mask (1 kept, 0 masked)."""
         n, _, h, w = images.shape
-        return images * self.sample_masks(n, h, w, images.device, images.dtype)
+        keep = self.sample_masks(n, h, w, images.device, images.dtype)
+        return (images * keep, keep) if return_mask else images * keep

@@ -66,22 +66,17 @@ class MaskedImageConsistency:
         tensor = images.tensor
         if self.photometric.enabled:
             tensor = self.photometric(tensor, images.image_sizes, model.pixel_mean, model.pixel_std)
-        n, _, h, w = tensor.shape
-        keep = self.masker.sample_masks(n, h, w, tensor.device, tensor.dtype)
-        view = ImageList(tensor * keep, images.image_sizes)
+        masked, keep = self.masker(tensor, return_mask=True)
+        view = ImageList(masked, images.image_sizes)
         return (view, keep) if return_mask else view
 
     def __call__(self, model, images: ImageList, pseudo_labels: List[Instances]) -> Dict[str, torch.Tensor]:
         """Losses of ``model`` on masked ``images`` (normalised, as the teacher saw them)
         against ``pseudo_labels``. Images without a pseudo-box are left out; if none has
         one, the losses are zero and no forward pass is run."""
-        used = [i for i, p in enumerate(pseudo_labels) if len(p) > 0]
-        if not used:
+        if not any(len(p) for p in pseudo_labels):
             return self._zero_losses(images.tensor)
-        if len(used) < len(pseudo_labels):
-            index = torch.as_tensor(used, device=images.tensor.device)
-            images = ImageList(images.tensor[index], [images.image_sizes[i] for i in used])
-            pseudo_labels = [pseudo_labels[i] for i in used]
+        images, _, pseudo_labels = _with_pseudo_boxes(images, None, pseudo_labels)
         return self._losses(model, self.masked_view(model, images), None, pseudo_labels)
 
     def losses_on_view(
@@ -90,15 +85,9 @@ class MaskedImageConsistency:
         """The same losses when the caller has already masked every target image and run
         the backbone on them (MRT's reconstruction shares that pass): the images without
         a pseudo-box are picked out of ``view`` and ``features``."""
-        used = [i for i, p in enumerate(pseudo_labels) if len(p) > 0]
-        if not used:
+        if not any(len(p) for p in pseudo_labels):
             return self._zero_losses(view.tensor)
-        if len(used) < len(pseudo_labels):
-            index = torch.as_tensor(used, device=view.tensor.device)
-            view = ImageList(view.tensor[index], [view.image_sizes[i] for i in used])
-            features = {k: v[index] for k, v in features.items()}
-            pseudo_labels = [pseudo_labels[i] for i in used]
-        return self._losses(model, view, features, pseudo_labels)
+        return self._losses(model, *_with_pseudo_boxes(view, features, pseudo_labels))
 
     def _zero_losses(self, like: torch.Tensor) -> Dict[str, torch.Tensor]:
         names = ["loss_mic_rpn_cls", "loss_mic_cls"] + (
@@ -114,6 +103,19 @@ class MaskedImageConsistency:
                 model, view, pseudo_labels, self.quality_weight, self.box_regression, features=features
             )
         return {k: v * self.loss_weight for k, v in losses.items()}
+
+
+def _with_pseudo_boxes(images: ImageList, features: Optional[Dict[str, torch.Tensor]], pseudo_labels: List[Instances]):
+    """``(images, features, pseudo_labels)`` restricted to the images that have at least
+    one pseudo-box (unchanged when all have one; ``features`` may be None)."""
+    used = [i for i, p in enumerate(pseudo_labels) if len(p) > 0]
+    if len(used) == len(pseudo_labels):
+        return images, features, pseudo_labels
+    index = torch.as_tensor(used, device=images.tensor.device)
+    images = ImageList(images.tensor[index], [images.image_sizes[i] for i in used])
+    if features is not None:
+        features = {k: v[index] for k, v in features.items()}
+    return images, features, [pseudo_labels[i] for i in used]
 
 
 @torch.no_grad()
