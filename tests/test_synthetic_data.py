@@ -296,7 +296,14 @@ def test_dusk_set_is_its_own_cache_and_leaves_the_clear_foggy_stamp_alone(tmp_pa
     assert sorted(os.listdir(os.path.join(path, "annotations"))) == ["dusk_train.json", "dusk_val.json"]
     assert not os.path.exists(os.path.join(root, gen.DATASET_DIRNAME))  # the usual set is not made with it
     with open(os.path.join(path, "VERSION")) as f:
-        assert json.load(f)["domains"] == ["dusk"]
+        stamp = json.load(f)
+    assert stamp["domains"] == ["dusk"] and stamp["dusk_version"] == gen.DUSK_VERSION
+    # a dusk set drawn by an earlier dusk style is redrawn, not reused
+    with open(os.path.join(path, "VERSION"), "w") as f:
+        json.dump(dict(stamp, dusk_version=gen.DUSK_VERSION - 1), f)
+    os.remove(os.path.join(path, "annotations", "dusk_val.json"))
+    gen.generate_synthetic_shift(root, (64, 96), 3, 2, dirname=gen.DUSK_DIRNAME, domains=gen.DUSK_DOMAINS)
+    assert os.path.exists(os.path.join(path, "annotations", "dusk_val.json"))
     assert "domains" not in gen.shift_params((64, 96), 3, 2, 0)  # caches written before the dusk set still match
     # dusk scenes are drawn from their own seeds: not the foggy target's scenes
     foggy = gen.generate_synthetic_shift(root, (64, 96), 3, 2)

@@ -51,6 +51,8 @@ SPLITS = ("train", "val")
 # foggy set above stays as it is and is generated without it.
 DUSK_DIRNAME = "synthetic_dusk"
 DUSK_DOMAINS = ("dusk",)
+# Bump whenever the dusk style (scenes.py) changes: the clear -> foggy set keeps its cache.
+DUSK_VERSION = 2
 # Each domain draws its scenes from its own seeds: the target's scenes are not the source's.
 DOMAIN_INDEX = {"clear": 0, "foggy": 1, "dusk": 2}
 
@@ -80,6 +82,8 @@ def shift_params(image_size, num_train, num_val, seed, domains: Sequence[str] = 
     }
     if tuple(domains) != DOMAINS:  # the clear -> foggy set's stamp stays as it always was
         params["domains"] = list(domains)
+    if "dusk" in domains:
+        params["dusk_version"] = DUSK_VERSION
     return params
 
 
