@@ -298,14 +298,23 @@ def test_visualize_curves(tmp_path, monkeypatch):
 
     def spy(ax, records, lines, title, *args):
         panels[title] = [key for key, *_ in lines if visualize.series(records, key)[0]]
+        labels[title] = [label for key, label, _ in lines if visualize.series(records, key)[0]]
         return draw(ax, records, lines, title, *args)
 
+    labels = {}
     monkeypatch.setattr(visualize, "plot_lines", spy)
     out = visualize.main(["curves", "--output-dir", str(tmp_path), "--out", str(tmp_path / "plots" / "curves.png")])
     # confirmation bias is read from confidence and size over time, drawn next to the count
-    drift = next(v for k, v in panels.items() if k.startswith("teacher pseudo-labels: confidence"))
-    assert drift == ["mic/pseudo_box_confidence", "mic/pseudo_box_area", "mic/pseudo_large_box_fraction",
-                     "mic/pseudo_class_fraction/0", "mic/pseudo_class_fraction/1"]
+    drift = next(k for k in panels if k.startswith("teacher pseudo-labels: confidence"))
+    assert panels[drift] == ["mic/pseudo_box_confidence", "mic/pseudo_box_area", "mic/pseudo_large_box_fraction",
+                             "mic/pseudo_class_fraction/0", "mic/pseudo_class_fraction/1"]
+    assert labels[drift][3:] == ["class 0 share", "class 1 share"]  # no config.yaml in the run's directory
+    # with the run's config.yaml (as training writes it), the class mix is named
+    from mic_det.config import load_config
+    cfg = load_config("configs/bench/synthetic_source_only.yaml", [])
+    (tmp_path / "config.yaml").write_text(cfg.dump())
+    visualize.main(["curves", "--output-dir", str(tmp_path), "--out", str(tmp_path / "plots" / "curves.png")])
+    assert labels[drift][3:] == ["car share", "person share"]
     assert panels["teacher pseudo-labels: how many"] == ["mic/pseudo_boxes_per_image"]
     image = cv2.imread(out)
     assert image is not None and image.shape[0] >= 600 and image.shape[1] >= 1000 and image.std() > 10

@@ -235,8 +235,26 @@ def plot_lines(ax, records, lines, title, ylabel, empty_note):
         ax.text(0.5, 0.5, empty_note, ha="center", va="center", transform=ax.transAxes, fontsize=9, color="gray")
 
 
+def run_class_names(output_dir: str):
+    """The class names of a run, from the config.yaml detectron2 wrote into its
+    OUTPUT_DIR; None when it is missing or no longer loads (the curves then say "class k")."""
+    path = os.path.join(output_dir, "config.yaml")
+    if not os.path.isfile(path):
+        return None
+    try:
+        return class_names(load_config(path, []))
+    except (SystemExit, Exception) as e:  # a curve picture must not fail on an old or foreign config
+        logger.info(f"class names not read from {path} ({e}); the curves say 'class k'")
+        return None
+
+
+def class_label(names, k: int) -> str:
+    return names[k] if names is not None and k < len(names) else f"class {k}"
+
+
 def curves(args):
     records = read_metrics(os.path.join(args.output_dir, "metrics.json"))
+    names = run_class_names(args.output_dir)
     keys = sorted({k for r in records for k in r})
     losses = [k for k in keys if k.startswith("loss_")]
     adapt = [k for k in losses if k.startswith(("loss_sada", "loss_mic"))]
@@ -266,8 +284,8 @@ def curves(args):
                [("mic/pseudo_box_confidence", "mean confidence", {"color": "C3"}),
                 ("mic/pseudo_box_area", "mean box area / image area", {"color": "C0"}),
                 ("mic/pseudo_large_box_fraction", "boxes larger than half the image", {"color": "C1"})]
-               + [(k, f"class {k[len(CLASS_FRACTION):]} share", {"linestyle": ":", "color": f"C{4 + i % 6}"})
-                  for i, k in enumerate(classes)],
+               + [(k, f"{class_label(names, int(k[len(CLASS_FRACTION):]))} share",
+                   {"linestyle": ":", "color": f"C{4 + i % 6}"}) for i, k in enumerate(classes)],
                "teacher pseudo-labels: confidence, size, classes\n(confidence rising on boxes that fill the image: "
                "confirmation bias)", "fraction", no_mic)
     plot_lines(axes[1, 2], records, ap_lines, "AP50 (%)", "AP50", "no evaluation in metrics.json (TEST.EVAL_PERIOD 0?)")
