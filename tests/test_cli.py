@@ -22,6 +22,9 @@ def test_train_writes_results_for_teacher_and_student(trained):
     bbox = results["student/synthetic_foggy_val"]["bbox"]
     for key in ("AP", "AP50", "AP75", "AP50-car", "AP50-person", "AP50-bus"):
         assert key in bbox
+    # precision and recall of the detections at the run's pseudo-label threshold
+    thr = load_config(str(trained / "config.yaml"), []).MIC.PSEUDO_LABEL_THRESHOLD
+    assert {f"precision50@{thr:g}", f"recall50@{thr:g}"} <= set(bbox)
     for name in ("log.txt", "metrics.json", "last_checkpoint", "model_final.pth", "config.yaml"):
         assert (trained / name).exists(), name
 

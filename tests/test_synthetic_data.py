@@ -324,3 +324,39 @@ def test_dusk_datasets_are_registered_beside_the_usual_ones(tmp_path):
         assert not os.path.exists(os.path.join(str(tmp_path), "synthetic_shift"))  # generated on use only
     finally:
         syn.register_synthetic_shift(os.getenv("DETECTRON2_DATASETS", "datasets"))
+
+
+def test_precision_and_recall_at_the_pseudo_label_threshold(tmp_path, restore_registration):
+    """What a teacher's pseudo-labels would be worth: per image, the first half of the
+    objects found at 0.9, the rest at 0.5 (below the threshold), one wrong box at 0.85.
+    Precision and recall at 0.8 count only the boxes at or above it."""
+    import torch
+    from detectron2.structures import Boxes, BoxMode, Instances
+
+    from mic_det.evaluation import DomainAdaptationCOCOEvaluator
+
+    syn.register_synthetic_shift(str(tmp_path), **SMALL)
+    dicts = DatasetCatalog.get("synthetic_foggy_val")  # generates the set
+    evaluator = DomainAdaptationCOCOEvaluator("synthetic_foggy_val", score_threshold=0.8)
+    evaluator.reset()
+    found = total = wrong = 0
+    for d in dicts:
+        boxes = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in d["annotations"]]
+        classes = [a["category_id"] for a in d["annotations"]]
+        n, k = len(boxes), (len(boxes) + 1) // 2
+        scores = [0.9] * k + [0.5] * (n - k)
+        boxes.append([0.0, 0.0, 8.0, 8.0])  # the sky's corner: no object there
+        scores.append(0.85)
+        classes.append(0)
+        found, total, wrong = found + k, total + n, wrong + 1
+        inst = Instances((d["height"], d["width"]))
+        inst.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32))
+        inst.scores = torch.tensor(scores)
+        inst.pred_classes = torch.tensor(classes)
+        evaluator.process([{"image_id": d["image_id"]}], [{"instances": inst}])
+    assert found < total
+    result = evaluator.evaluate()["bbox"]
+    assert result["precision50@0.8"] == pytest.approx(100.0 * found / (found + wrong))
+    assert result["recall50@0.8"] == pytest.approx(100.0 * found / total)
+    plain = DomainAdaptationCOCOEvaluator("synthetic_foggy_val")  # without a threshold: AP only
+    assert plain.score_threshold is None

@@ -133,7 +133,8 @@ class DomainAdaptiveTrainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return DomainAdaptationCOCOEvaluator(dataset_name, output_dir=output_folder)
+        return DomainAdaptationCOCOEvaluator(dataset_name, output_dir=output_folder,
+                                             score_threshold=cfg.MIC.PSEUDO_LABEL_THRESHOLD)
 
     @property
     def student(self):

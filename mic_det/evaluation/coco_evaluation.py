@@ -1,5 +1,7 @@
 """COCO evaluation (official pycocotools) with per-class AP50, the number domain
-adaptation papers report, added to detectron2's results and logged as a table."""
+adaptation papers report, added to detectron2's results and logged as a table; and the
+precision and recall of the detections that clear the pseudo-label threshold, which tell
+what a teacher's pseudo-labels on these images would be worth."""
 import logging
 import math
 
@@ -22,10 +24,40 @@ def per_class_ap50(coco_eval, class_names):
     return out
 
 
-class DomainAdaptationCOCOEvaluator(COCOEvaluator):
-    """COCOEvaluator on the official pycocotools path, adding ``AP50-<class>`` keys."""
+def precision_recall_at(coco_eval, score_threshold: float, iou: float = 0.5):
+    """(precision, recall) in percent of the detections scoring >= ``score_threshold``, as
+    pycocotools matched them at this IoU (all areas, its largest maxDets); NaN where
+    undefined (no such detection / no ground truth). pycocotools matches detections in
+    score order, so the matches of the kept ones are those of the whole list."""
+    params = coco_eval.params
+    t = int(np.argmin(np.abs(params.iouThrs - iou)))
+    area_all = params.areaRng[params.areaRngLbl.index("all")]
+    tp = fp = num_gt = 0
+    for e in coco_eval.evalImgs:
+        if e is None or list(e["aRng"]) != list(area_all):
+            continue
+        num_gt += int(np.count_nonzero(~np.asarray(e["gtIgnore"], dtype=bool)))
+        kept = np.asarray(e["dtScores"], dtype=float) >= score_threshold
+        if not kept.any():
+            continue
+        matched = np.asarray(e["dtMatches"])[t] > 0
+        counted = kept & ~np.asarray(e["dtIgnore"], dtype=bool)[t]  # matched to a crowd region: neither
+        tp += int(np.count_nonzero(counted & matched))
+        fp += int(np.count_nonzero(counted & ~matched))
+    precision = 100.0 * tp / (tp + fp) if tp + fp else float("nan")
+    recall = 100.0 * tp / num_gt if num_gt else float("nan")
+    return precision, recall
 
-    def __init__(self, dataset_name, output_dir=None, **kwargs):
+
+class DomainAdaptationCOCOEvaluator(COCOEvaluator):
+    """COCOEvaluator on the official pycocotools path, adding ``AP50-<class>`` keys and,
+    given ``score_threshold`` (the pseudo-label threshold), ``precision50@<thr>`` and
+    ``recall50@<thr>``: how many of the detections above it are right at IoU 0.5, and how
+    many objects they find. A teacher's pseudo-labels are (before their own NMS) exactly
+    those detections, so on a labelled target set these two say whether self-training is
+    fed wrong boxes (precision) or taught that missed objects are background (recall)."""
+
+    def __init__(self, dataset_name, output_dir=None, score_threshold=None, **kwargs):
         kwargs.setdefault("use_fast_impl", False)
         # never reuse a ground-truth json converted earlier: a changed class mapping
         # would silently be scored against the old one
@@ -33,6 +65,7 @@ class DomainAdaptationCOCOEvaluator(COCOEvaluator):
         kwargs.setdefault("tasks", ("bbox",))
         super().__init__(dataset_name, output_dir=output_dir, **kwargs)
         self.dataset_name = dataset_name
+        self.score_threshold = score_threshold
 
     def _derive_coco_results(self, coco_eval, iou_type, class_names=None):
         results = super()._derive_coco_results(coco_eval, iou_type, class_names=class_names)
@@ -47,6 +80,15 @@ class DomainAdaptationCOCOEvaluator(COCOEvaluator):
             f"Per-class {iou_type} AP50 on {self.dataset_name}:\n"
             + tabulate(rows, headers=["class", "AP50"], tablefmt="pipe")
         )
+        if self.score_threshold is not None:
+            thr = self.score_threshold
+            precision, recall = precision_recall_at(coco_eval, thr)
+            results[f"precision50@{thr:g}"], results[f"recall50@{thr:g}"] = precision, recall
+            logger.info(
+                f"Detections scoring >= {thr:g} (the pseudo-label threshold) on {self.dataset_name}, at IoU 0.5: "
+                f"precision {precision:.1f} %, recall {recall:.1f} %. As a teacher's pseudo-labels, low precision "
+                "feeds the student wrong boxes; low recall teaches it that the objects missed are background."
+            )
         return results
 
 
@@ -65,4 +107,4 @@ def format_ap50_table(results) -> str:
     )
 
 
-__all__ = ["DomainAdaptationCOCOEvaluator", "per_class_ap50", "format_ap50_table"]
+__all__ = ["DomainAdaptationCOCOEvaluator", "per_class_ap50", "precision_recall_at", "format_ap50_table"]
