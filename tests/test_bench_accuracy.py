@@ -392,3 +392,21 @@ def test_mrt_methods_differ_from_mic_only_in_their_options_and_leave_other_diges
     opts = plan.schedule_overrides(sr, 80)
     assert opts[opts.index("MRT.SELECTIVE_RETRAINING.PERIOD") + 1] == "10"  # 100 of 800 -> 10 of 80
     assert "MRT.SELECTIVE_RETRAINING.PERIOD" not in plan.schedule_overrides(plan.read_config("configs/bench/synthetic_mic.yaml"), 80)
+
+
+def test_lever_methods_change_one_setting_of_mic():
+    """mic_thr06 and mic_bi300 are the shift's MIC config with one key changed (so a
+    difference in their rows is that key's doing), on both synthetic shifts and no other."""
+    levers = {"thr06": ("MIC", "PSEUDO_LABEL_THRESHOLD", 0.6), "bi300": ("TEACHER", "BURN_IN_ITERS", 300)}
+    for shift in ("synthetic", "synthetic_dusk"):
+        for suffix, (section, key, value) in levers.items():
+            mic = plan.read_config(f"configs/bench/{shift}_mic.yaml")
+            cfg = plan.read_config(f"configs/bench/{shift}_mic_{suffix}.yaml")
+            assert cfg[section][key] == value != mic[section][key]
+            mic[section][key] = value
+            mic.OUTPUT_DIR = cfg.OUTPUT_DIR
+            assert mic.dump() == cfg.dump(), (shift, suffix)
+            assert f"mic_{suffix}" in shifts.SHIFTS[shift].methods and f"mic_{suffix}" in shifts.MIC_METHODS
+    assert not set(shifts.LEVER_METHODS) & set(shifts.SHIFTS["cctv_fog"].methods)
+    burn_in = plan.schedule_overrides(plan.read_config("configs/bench/synthetic_mic_bi300.yaml"), 80)
+    assert burn_in[burn_in.index("TEACHER.BURN_IN_ITERS") + 1] == "30"  # --iters keeps the proportion

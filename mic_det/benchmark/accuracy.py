@@ -74,7 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", type=_csv(str, ALL_METHODS), default=",".join(METHODS),
                         help="comma-separated, from " + ", ".join(ALL_METHODS) + " (default %(default)s; "
                         "mic_amp = MIC with SOLVER.AMP.ENABLED, synthetic shift only; mic_dt, mic_sr, mic_mr, "
-                        "mic_mrt = MIC with MRT's options, docs/mrt.md)")
+                        "mic_mrt = MIC with MRT's options, docs/mrt.md; mic_thr06, mic_bi300 = MIC with pseudo-label threshold 0.6, "
+                        "burn-in 300; the last six on the synthetic shifts only)")
     parser.add_argument("--seeds", type=_csv(int), default=",".join(map(str, DEFAULT_SEEDS)),
                         help="comma-separated values of cfg.SEED (default %(default)s)")
     parser.add_argument("--iters", type=int, default=None,
