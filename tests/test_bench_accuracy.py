@@ -410,3 +410,21 @@ def test_lever_methods_change_one_setting_of_mic():
     assert not set(shifts.LEVER_METHODS) & set(shifts.SHIFTS["cctv_fog"].methods)
     burn_in = plan.schedule_overrides(plan.read_config("configs/bench/synthetic_mic_bi300.yaml"), 80)
     assert burn_in[burn_in.index("TEACHER.BURN_IN_ITERS") + 1] == "30"  # --iters keeps the proportion
+
+
+def test_dusk_runs_made_on_an_earlier_dusk_style_are_redone(tmp_path):
+    """The dusk target's pixels are not in any config: its runs record the dusk style they
+    were trained and tested on, and one made on another style is stale. The other shifts'
+    signatures (and so their committed records) carry no such entry."""
+    from mic_det.datagen.synthetic_shift import DUSK_VERSION
+
+    argv = ["--shifts", "synthetic,synthetic_dusk", "--methods", "source_only", "--seeds", "0",
+            "--output-dir", str(tmp_path)]
+    synthetic, dusk = plan.build_plan(accuracy.resolve_paths(parse(argv)))
+    assert dusk.signature["data"] == {"dusk_version": DUSK_VERSION} and "data" not in synthetic.signature
+    write_results(dusk, 40.0)
+    assert plan.run_state(dusk) == "reuse"
+    old = dict(dusk.signature, data={"dusk_version": DUSK_VERSION - 1})
+    with open(os.path.join(dusk.output_dir, files.SPEC_FILE), "w") as f:
+        json.dump({"signature": old, "seconds": 1.0}, f)
+    assert plan.run_state(dusk) == "stale"

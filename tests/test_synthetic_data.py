@@ -1,5 +1,6 @@
 """The embedded synthetic clear -> foggy shift: generation, caching, registration."""
 import json
+import math
 import os
 import threading
 
@@ -301,9 +302,13 @@ def test_dusk_set_is_its_own_cache_and_leaves_the_clear_foggy_stamp_alone(tmp_pa
     # a dusk set drawn by an earlier dusk style is redrawn, not reused
     with open(os.path.join(path, "VERSION"), "w") as f:
         json.dump(dict(stamp, dusk_version=gen.DUSK_VERSION - 1), f)
-    os.remove(os.path.join(path, "annotations", "dusk_val.json"))
+    sentinel = os.path.join(path, "drawn_by_the_old_style")
+    open(sentinel, "w").close()
     gen.generate_synthetic_shift(root, (64, 96), 3, 2, dirname=gen.DUSK_DIRNAME, domains=gen.DUSK_DOMAINS)
-    assert os.path.exists(os.path.join(path, "annotations", "dusk_val.json"))
+    assert not os.path.exists(sentinel)
+    with open(os.path.join(path, "VERSION")) as f:
+        assert json.load(f)["dusk_version"] == gen.DUSK_VERSION
+    assert "dusk_version" not in gen.shift_params((64, 96), 3, 2, 0)  # nor in the clear -> foggy stamp
     assert "domains" not in gen.shift_params((64, 96), 3, 2, 0)  # caches written before the dusk set still match
     # dusk scenes are drawn from their own seeds: not the foggy target's scenes
     foggy = gen.generate_synthetic_shift(root, (64, 96), 3, 2)
@@ -340,9 +345,13 @@ def test_precision_and_recall_at_the_pseudo_label_threshold(tmp_path, restore_re
     evaluator = DomainAdaptationCOCOEvaluator("synthetic_foggy_val", score_threshold=0.8)
     evaluator.reset()
     found = total = wrong = 0
+    assert len(dicts) == 2 and all(d["annotations"] for d in dicts)
     for d in dicts:
         boxes = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in d["annotations"]]
         classes = [a["category_id"] for a in d["annotations"]]
+        if d is dicts[-1]:  # an image where nothing is detected: its objects still count as missed
+            total += len(boxes)
+            continue
         n, k = len(boxes), (len(boxes) + 1) // 2
         scores = [0.9] * k + [0.5] * (n - k)
         boxes.append([0.0, 0.0, 8.0, 8.0])  # the sky's corner: no object there
@@ -358,5 +367,12 @@ def test_precision_and_recall_at_the_pseudo_label_threshold(tmp_path, restore_re
     result = evaluator.evaluate()["bbox"]
     assert result["precision50@0.8"] == pytest.approx(100.0 * found / (found + wrong))
     assert result["recall50@0.8"] == pytest.approx(100.0 * found / total)
-    plain = DomainAdaptationCOCOEvaluator("synthetic_foggy_val")  # without a threshold: AP only
-    assert plain.score_threshold is None
+    # no detection on any image: nothing wrong (precision undefined), nothing found
+    evaluator.reset()
+    for d in dicts:
+        inst = Instances((d["height"], d["width"]))
+        inst.pred_boxes, inst.scores = Boxes(torch.zeros(0, 4)), torch.zeros(0)
+        inst.pred_classes = torch.zeros(0, dtype=torch.int64)
+        evaluator.process([{"image_id": d["image_id"]}], [{"instances": inst}])
+    result = evaluator.evaluate()["bbox"]
+    assert math.isnan(result["precision50@0.8"]) and result["recall50@0.8"] == 0.0

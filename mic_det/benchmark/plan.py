@@ -1,7 +1,8 @@
 """The accuracy benchmark's runs: plan them, decide what to reuse, run the rest.
 
 Every (shift, method, seed) is one ordinary ``tools/train_net.py`` subprocess with its own
-folder; its signature (the merged config's digest, seed, schedule, overrides, fog) is
+folder; its signature (the merged config's digest, seed, schedule, overrides, fog, dusk
+style) is
 recorded next to its ``results.json``, so a finished run is reused only when nothing that
 could change its numbers has changed, and an interrupted one resumes from its checkpoint.
 """
@@ -21,6 +22,7 @@ from typing import Callable, List, Optional, Sequence
 from detectron2.config import get_cfg
 
 from ..config import add_mic_config
+from ..datagen.synthetic_shift import DUSK_VERSION
 from .environment import environment
 from .files import RESULTS_FILE, SPEC_FILE, load_json, write_json
 from .shifts import CCTV_SPLITS, MIC_METHODS, SHIFTS, fog_params_public
@@ -167,6 +169,8 @@ def build_plan(args) -> List[Run]:
                     "fog": {**fog_params_public(args), "source": args.cctv_source}
                     if shift == "cctv_fog" else None,
                 }
+                if shift == "synthetic_dusk":  # the dusk style has changed once; its runs say which they saw
+                    signature["data"] = {"dusk_version": DUSK_VERSION}
                 opts = [*sched, "SEED", str(seed), *data, *args.opts, "OUTPUT_DIR", out]
                 runs.append(Run(shift, method, seed, config, opts, out, signature,
                                 list(cfg.DATASETS.TEST), args.iters or cfg.SOLVER.MAX_ITER))

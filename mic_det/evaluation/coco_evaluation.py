@@ -53,9 +53,11 @@ class DomainAdaptationCOCOEvaluator(COCOEvaluator):
     """COCOEvaluator on the official pycocotools path, adding ``AP50-<class>`` keys and,
     given ``score_threshold`` (the pseudo-label threshold), ``precision50@<thr>`` and
     ``recall50@<thr>``: how many of the detections above it are right at IoU 0.5, and how
-    many objects they find. A teacher's pseudo-labels are (before their own NMS) exactly
-    those detections, so on a labelled target set these two say whether self-training is
-    fed wrong boxes (precision) or taught that missed objects are background (recall)."""
+    many objects they find. A teacher's pseudo-labels are those detections (less what the
+    pseudo-labeller's own NMS and area ceiling drop; with MRT's dynamic threshold, the
+    per-class thresholds are at least this one), so on a labelled target set these two say
+    whether self-training is fed wrong boxes (precision) or taught that missed objects are
+    background (recall)."""
 
     def __init__(self, dataset_name, output_dir=None, score_threshold=None, **kwargs):
         kwargs.setdefault("use_fast_impl", False)
@@ -72,6 +74,11 @@ class DomainAdaptationCOCOEvaluator(COCOEvaluator):
         if coco_eval is None or not class_names:
             for name in class_names or []:
                 results[f"AP50-{name}"] = float("nan")
+            if self.score_threshold is not None:  # no detection at all: nothing wrong, nothing found
+                num_gt = sum(not a.get("iscrowd", 0) for a in self._coco_api.dataset.get("annotations", []))
+                thr = self.score_threshold
+                results[f"precision50@{thr:g}"] = float("nan")
+                results[f"recall50@{thr:g}"] = 0.0 if num_gt else float("nan")
             return results
         ap50 = per_class_ap50(coco_eval, class_names)
         results.update({f"AP50-{name}": v for name, v in ap50.items()})
