@@ -22,7 +22,6 @@ from typing import Callable, List, Optional, Sequence
 from detectron2.config import get_cfg
 
 from ..config import add_mic_config
-from ..datagen.synthetic_shift import DUSK_VERSION
 from .environment import environment
 from .files import RESULTS_FILE, SPEC_FILE, load_json, write_json
 from .shifts import CCTV_SPLITS, MIC_METHODS, SHIFTS, fog_params_public
@@ -169,8 +168,8 @@ def build_plan(args) -> List[Run]:
                     "fog": {**fog_params_public(args), "source": args.cctv_source}
                     if shift == "cctv_fog" else None,
                 }
-                if shift == "synthetic_dusk":  # the dusk style has changed once; its runs say which they saw
-                    signature["data"] = {"dusk_version": DUSK_VERSION}
+                if SHIFTS[shift].data_version:  # only where set: older records of the other shifts stay valid
+                    signature["data"] = SHIFTS[shift].data_version
                 opts = [*sched, "SEED", str(seed), *data, *args.opts, "OUTPUT_DIR", out]
                 runs.append(Run(shift, method, seed, config, opts, out, signature,
                                 list(cfg.DATASETS.TEST), args.iters or cfg.SOLVER.MAX_ITER))

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
+from ..datagen.synthetic_shift import DUSK_VERSION
 from .files import load_json, write_json
 
 METHODS = ("source_only", "sada", "mic", "oracle")  # the default set
@@ -84,6 +85,9 @@ class Shift:
     train: str  # human-readable: what each method trains on
     methods: tuple = METHODS  # the methods this shift has configs for
     configs: Dict[str, str] = field(default_factory=dict)  # method -> config, relative to the repository root
+    # The version of generated data whose style has changed over time; part of every run's
+    # signature, so runs made on an earlier style are redone.
+    data_version: Optional[dict] = None
 
     def config(self, method: str) -> str:
         return self.configs.get(method) or os.path.join("configs", "bench", f"{self.name}_{method}.yaml")
@@ -105,6 +109,7 @@ SHIFTS = {
         "source: synthetic_clear_train (labelled); target: synthetic_dusk_train (unlabelled; "
         "labelled for the oracle); test: synthetic_dusk_val",
         methods=(*METHODS[:-1], *MRT_METHODS, *LEVER_METHODS, "oracle"),
+        data_version={"dusk_version": DUSK_VERSION},
     ),
     "cctv_fog": Shift(
         "cctv_fog",

@@ -74,11 +74,7 @@ class DomainAdaptationCOCOEvaluator(COCOEvaluator):
         if coco_eval is None or not class_names:
             for name in class_names or []:
                 results[f"AP50-{name}"] = float("nan")
-            if self.score_threshold is not None:  # no detection at all: nothing wrong, nothing found
-                num_gt = sum(not a.get("iscrowd", 0) for a in self._coco_api.dataset.get("annotations", []))
-                thr = self.score_threshold
-                results[f"precision50@{thr:g}"] = float("nan")
-                results[f"recall50@{thr:g}"] = 0.0 if num_gt else float("nan")
+            self._add_precision_recall(results, None)
             return results
         ap50 = per_class_ap50(coco_eval, class_names)
         results.update({f"AP50-{name}": v for name, v in ap50.items()})
@@ -87,16 +83,26 @@ class DomainAdaptationCOCOEvaluator(COCOEvaluator):
             f"Per-class {iou_type} AP50 on {self.dataset_name}:\n"
             + tabulate(rows, headers=["class", "AP50"], tablefmt="pipe")
         )
-        if self.score_threshold is not None:
-            thr = self.score_threshold
+        self._add_precision_recall(results, coco_eval)
+        return results
+
+    def _add_precision_recall(self, results, coco_eval):
+        """``precision50@<thr>`` and ``recall50@<thr>`` into ``results`` (given a threshold);
+        ``coco_eval`` None means no detection at all: nothing wrong, nothing found."""
+        thr = self.score_threshold
+        if thr is None:
+            return
+        if coco_eval is None:
+            num_gt = sum(not a.get("iscrowd", 0) for a in self._coco_api.dataset.get("annotations", []))
+            precision, recall = float("nan"), (0.0 if num_gt else float("nan"))
+        else:
             precision, recall = precision_recall_at(coco_eval, thr)
-            results[f"precision50@{thr:g}"], results[f"recall50@{thr:g}"] = precision, recall
             logger.info(
                 f"Detections scoring >= {thr:g} (the pseudo-label threshold) on {self.dataset_name}, at IoU 0.5: "
                 f"precision {precision:.1f} %, recall {recall:.1f} %. As a teacher's pseudo-labels, low precision "
                 "feeds the student wrong boxes; low recall teaches it that the objects missed are background."
             )
-        return results
+        results[f"precision50@{thr:g}"], results[f"recall50@{thr:g}"] = precision, recall
 
 
 def format_ap50_table(results) -> str:
